@@ -1,0 +1,1 @@
+"""Alembic revisions; `shopql migrate` applies them (models.migrate.upgrade)."""

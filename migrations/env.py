@@ -1,0 +1,22 @@
+"""Alembic environment: run by `shopql migrate` with a live connection in the config."""
+
+from __future__ import annotations
+
+from alembic import context
+
+import models.catalog.tables  # noqa: F401  (registers the tables on the metadata)
+from models.db import metadata
+
+config = context.config
+connection = config.attributes.get("connection")
+if connection is None:  # pragma: no cover - the CLI always passes one
+    raise RuntimeError("run migrations through `shopql migrate`")
+
+context.configure(
+    connection=connection,
+    target_metadata=metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,576 @@
+"""Catalog reads: products, variants, categories, collections. Keyword-only, caller's connection."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ColumnElement, Select
+
+from models.catalog.tables import (
+    categories,
+    collection_products,
+    collections,
+    images,
+    products,
+    variants,
+)
+from models.db import Database
+from models.errors import InvalidInput
+from models.money import to_minor_ceiling, to_minor_floor
+from models.pagination import Page, PageArgs, SortKey, Window, group_rows, per_parent
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(slots=True)
+class ProductRecord:
+    id: int
+    name: str
+    slug: str
+    description: str
+    is_published: bool
+    category_id: int | None
+    price_min: int
+    price_max: int
+    currency: str
+    created_at: datetime
+    updated_at: datetime
+    is_available: bool
+
+
+@dataclass(slots=True)
+class VariantRecord:
+    id: int
+    product_id: int
+    sku: str
+    name: str
+    price_amount: int
+    currency: str
+    quantity: int
+
+
+@dataclass(slots=True)
+class ImageRecord:
+    product_id: int
+    url: str
+    alt: str
+
+
+@dataclass(slots=True)
+class CategoryRecord:
+    id: int
+    parent_id: int | None
+    name: str
+    slug: str
+    description: str
+    level: int
+
+
+@dataclass(slots=True)
+class CollectionRecord:
+    id: int
+    name: str
+    slug: str
+    description: str
+
+
+def _columns(record: type, table: sa.Table) -> list[ColumnElement[Any]]:
+    return [table.c[f.name] for f in fields(record) if f.name in table.c]
+
+
+_available = (
+    sa.exists()
+    .where(variants.c.product_id == products.c.id, variants.c.quantity > 0)
+    .label("is_available")
+)
+PRODUCT_COLUMNS = [*_columns(ProductRecord, products), _available]
+VARIANT_COLUMNS = _columns(VariantRecord, variants)
+IMAGE_COLUMNS = _columns(ImageRecord, images)
+CATEGORY_COLUMNS = _columns(CategoryRecord, categories)
+COLLECTION_COLUMNS = _columns(CollectionRecord, collections)
+_NP = len(PRODUCT_COLUMNS)
+_NC = len(CATEGORY_COLUMNS)
+_NL = len(COLLECTION_COLUMNS)
+
+
+def _product(row: Any) -> ProductRecord:
+    return ProductRecord(*row[:_NP])
+
+
+def _category(row: Any) -> CategoryRecord:
+    return CategoryRecord(*row[:_NC])
+
+
+def _collection(row: Any) -> CollectionRecord:
+    return CollectionRecord(*row[:_NL])
+
+
+# --------------------------------------------------------------------------- sorting
+
+ProductSortField = Literal["NAME", "PRICE", "CREATED_AT", "RELEVANCE"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProductSort:
+    field: ProductSortField
+    descending: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ProductFilter:
+    category_id: int | None = None
+    collection_id: int | None = None
+    price_gte: Decimal | None = None
+    price_lte: Decimal | None = None
+    in_stock: bool | None = None
+    ids: tuple[int, ...] | None = None
+
+
+MAX_SEARCH_LENGTH = 256
+MAX_SEARCH_TERMS = 16
+_TERM = re.compile(r"\w+", re.UNICODE)
+
+
+def search_terms(text: str) -> list[str]:
+    """Words of a search string; every operator character of FTS5 / tsquery is dropped."""
+    if len(text) > MAX_SEARCH_LENGTH:
+        raise InvalidInput(
+            f"`search` may be at most {MAX_SEARCH_LENGTH} characters", field="search"
+        )
+    return [term.lower() for term in _TERM.findall(text)][:MAX_SEARCH_TERMS]
+
+
+@dataclass(frozen=True, slots=True)
+class _Search:
+    """A full-text match: the join/filter to apply and the relevance expression."""
+
+    apply: Callable[[Select[Any]], Select[Any]]
+    relevance: ColumnElement[float]
+
+
+def _sqlite_search(terms: list[str]) -> _Search:
+    # Each term quoted (it holds only word characters); the last one matches as a prefix.
+    query = " ".join(f'"{t}"' for t in terms[:-1]) + f' "{terms[-1]}"*'
+    fts = sa.table("product_search", sa.column("rowid"))
+    match = sa.literal_column("product_search").op("MATCH")(sa.literal(query.strip()))
+
+    def apply(stmt: Select[Any]) -> Select[Any]:
+        return stmt.join(fts, fts.c.rowid == products.c.id).where(match)
+
+    relevance = sa.literal_column("(-bm25(product_search, 10.0, 1.0))", sa.Float())
+    return _Search(apply, relevance)
+
+
+def _postgres_search(terms: list[str]) -> _Search:
+    query_text = " & ".join(f"'{t}'" for t in terms[:-1]) + (" & " if len(terms) > 1 else "")
+    query_text += f"'{terms[-1]}':*"
+    tsquery = sa.func.to_tsquery(sa.literal("english"), sa.literal(query_text))
+    vector = sa.literal_column("products.search_vector")
+
+    def apply(stmt: Select[Any]) -> Select[Any]:
+        return stmt.where(vector.op("@@")(tsquery))
+
+    relevance = sa.cast(sa.func.ts_rank(vector, tsquery), sa.Float())
+    return _Search(apply, relevance)
+
+
+class ProductQuery:
+    """Validated arguments of one product listing, reusable for many parents."""
+
+    def __init__(
+        self,
+        *,
+        dialect: str,
+        args: PageArgs,
+        filter: ProductFilter | None,
+        sort: ProductSort | None,
+        search: str | None,
+        published_only: bool,
+        currency: str,
+    ) -> None:
+        self.filter = filter or ProductFilter()
+        self.published_only = published_only
+        self.currency = currency
+        self.search: _Search | None = None
+        self.no_results = False
+        if search is not None and search.strip():
+            terms = search_terms(search)
+            if terms:
+                make = _sqlite_search if dialect == "sqlite" else _postgres_search
+                self.search = make(terms)
+            else:
+                self.no_results = True
+        if sort is None:
+            sort = ProductSort("RELEVANCE" if search is not None else "CREATED_AT", True)
+        if sort.field == "RELEVANCE" and search is None:
+            raise InvalidInput("sorting by RELEVANCE needs a `search` string", field="sortBy")
+        expr: ColumnElement[Any]
+        kind: Any
+        if sort.field == "RELEVANCE":
+            expr = self.search.relevance if self.search is not None else sa.literal(0.0)
+            kind = "float"
+        else:
+            expr, kind = {
+                "NAME": (products.c.name, "str"),
+                "PRICE": (products.c.price_min, "int"),
+                "CREATED_AT": (products.c.created_at, "datetime"),
+            }[sort.field]
+        key = SortKey(sort.field, expr, products.c.id, sort.descending, kind)
+        self.window = Window.of(key, args)
+        # Equal keys mean equal pages: nested loaders group parents by it.
+        self.key = (args, self.filter, sort, search, published_only)
+
+    def base(self) -> Select[Any]:
+        stmt = sa.select(*PRODUCT_COLUMNS).select_from(products)
+        if self.search is not None:
+            stmt = self.search.apply(stmt)
+        return stmt.where(*self._conditions())
+
+    def _conditions(self) -> list[ColumnElement[bool]]:
+        f = self.filter
+        conds: list[ColumnElement[bool]] = []
+        if self.published_only:
+            conds.append(products.c.is_published.is_(True))
+        if f.ids is not None:
+            conds.append(products.c.id.in_(f.ids))
+        if f.category_id is not None:
+            tree = subtree([f.category_id])
+            conds.append(products.c.category_id.in_(sa.select(tree.c.id)))
+        if f.collection_id is not None:
+            conds.append(
+                sa.exists().where(
+                    collection_products.c.product_id == products.c.id,
+                    collection_products.c.collection_id == f.collection_id,
+                )
+            )
+        if f.price_gte is not None or f.price_lte is not None:
+            priced = [variants.c.product_id == products.c.id]
+            if f.price_gte is not None:
+                priced.append(variants.c.price_amount >= to_minor_ceiling(f.price_gte, self.currency))
+            if f.price_lte is not None:
+                priced.append(variants.c.price_amount <= to_minor_floor(f.price_lte, self.currency))
+            conds.append(sa.exists().where(*priced))
+        if f.in_stock is not None:
+            stocked = sa.exists().where(
+                variants.c.product_id == products.c.id, variants.c.quantity > 0
+            )
+            conds.append(stocked if f.in_stock else ~stocked)
+        return conds
+
+
+def subtree(roots: Sequence[int]) -> Any:
+    """Recursive CTE (root_id, id): every category at or below each root."""
+    tree = (
+        sa.select(categories.c.id.label("root_id"), categories.c.id.label("id"))
+        .where(categories.c.id.in_(roots))
+        .cte("tree", recursive=True)
+    )
+    return tree.union_all(
+        sa.select(tree.c.root_id, categories.c.id).join(
+            categories, categories.c.parent_id == tree.c.id
+        )
+    )
+
+
+async def _count(db: Database, stmt: Select[Any]) -> int:
+    async with db.read() as conn:
+        total = await conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery()))
+        return int(total.scalar_one())
+
+
+def _empty_page(query: ProductQuery) -> Page[ProductRecord]:
+    async def zero() -> int:
+        return 0
+
+    return query.window.page([], _product, zero)
+
+
+async def list_products(db: Database, *, query: ProductQuery) -> Page[ProductRecord]:
+    """One page of products; its totalCount query runs only if asked for."""
+    if query.no_results:
+        return _empty_page(query)
+    base = query.base()
+    async with db.read() as conn:
+        rows = (await conn.execute(query.window.apply(base))).all()
+
+    async def count() -> int:
+        return await _count(db, base)
+
+    return query.window.page(rows, _product, count)
+
+
+# Products of many parents (a category and its descendants, or a collection) at once.
+
+
+def _category_base(query: ProductQuery, tree: Any) -> Callable[[int], Select[Any]]:
+    def base_for(category_id: int) -> Select[Any]:
+        return query.base().where(
+            products.c.category_id.in_(sa.select(tree.c.id).where(tree.c.root_id == category_id))
+        )
+
+    return base_for
+
+
+def _collection_base(query: ProductQuery) -> Callable[[int], Select[Any]]:
+    def base_for(collection_id: int) -> Select[Any]:
+        return query.base().where(
+            sa.exists().where(
+                collection_products.c.product_id == products.c.id,
+                collection_products.c.collection_id == collection_id,
+            )
+        )
+
+    return base_for
+
+
+async def products_by_parent(
+    conn: AsyncConnection,
+    *,
+    parent: Literal["category", "collection"],
+    parent_ids: Sequence[int],
+    query: ProductQuery,
+) -> dict[int, list[Any]]:
+    """Rows of one page per parent (pass them to `query.window.page`)."""
+    if query.no_results or not parent_ids:
+        return {}
+    base_for = (
+        _category_base(query, subtree(parent_ids))
+        if parent == "category"
+        else _collection_base(query)
+    )
+    rows = (await conn.execute(per_parent(query.window, parent_ids, base_for))).all()
+    return group_rows(query.window, rows)
+
+
+async def product_counts_by_parent(
+    conn: AsyncConnection,
+    *,
+    parent: Literal["category", "collection"],
+    parent_ids: Sequence[int],
+    query: ProductQuery,
+) -> dict[int, int]:
+    if query.no_results or not parent_ids:
+        return {}
+    base_for = (
+        _category_base(query, subtree(parent_ids))
+        if parent == "category"
+        else _collection_base(query)
+    )
+    branches = [
+        sa.select(sa.literal(pid).label("parent"), sa.func.count().label("n")).select_from(
+            base_for(pid).subquery()
+        )
+        for pid in parent_ids
+    ]
+    stmt = branches[0] if len(branches) == 1 else sa.union_all(*branches)
+    return {row.parent: row.n for row in (await conn.execute(stmt)).all()}
+
+
+def product_page(query: ProductQuery, rows: list[Any], count: Any) -> Page[ProductRecord]:
+    return query.window.page(rows, _product, count)
+
+
+# --------------------------------------------------------------------------- categories
+
+
+def category_window(args: PageArgs) -> Window:
+    key = SortKey("cname", categories.c.name, categories.c.id, False, "str")
+    return Window.of(key, args)
+
+
+async def list_categories(
+    db: Database, *, window: Window, level: int | None
+) -> Page[CategoryRecord]:
+    base = sa.select(*CATEGORY_COLUMNS)
+    if level is not None:
+        base = base.where(categories.c.level == level)
+    async with db.read() as conn:
+        rows = (await conn.execute(window.apply(base))).all()
+
+    async def count() -> int:
+        return await _count(db, base)
+
+    return window.page(rows, _category, count)
+
+
+async def children_by_parent(
+    conn: AsyncConnection, *, parent_ids: Sequence[int], window: Window
+) -> dict[int, list[Any]]:
+    def base_for(parent_id: int) -> Select[Any]:
+        return sa.select(*CATEGORY_COLUMNS).where(categories.c.parent_id == parent_id)
+
+    rows = (await conn.execute(per_parent(window, parent_ids, base_for))).all()
+    return group_rows(window, rows)
+
+
+async def child_counts(conn: AsyncConnection, *, parent_ids: Sequence[int]) -> dict[int, int]:
+    stmt = (
+        sa.select(categories.c.parent_id, sa.func.count())
+        .where(categories.c.parent_id.in_(parent_ids))
+        .group_by(categories.c.parent_id)
+    )
+    return {row[0]: row[1] for row in (await conn.execute(stmt)).all()}
+
+
+def category_page(window: Window, rows: list[Any], count: Any) -> Page[CategoryRecord]:
+    return window.page(rows, _category, count)
+
+
+# --------------------------------------------------------------------------- collections
+
+
+def collection_window(args: PageArgs) -> Window:
+    key = SortKey("lname", collections.c.name, collections.c.id, False, "str")
+    return Window.of(key, args)
+
+
+async def list_collections(db: Database, *, window: Window) -> Page[CollectionRecord]:
+    base = sa.select(*COLLECTION_COLUMNS)
+    async with db.read() as conn:
+        rows = (await conn.execute(window.apply(base))).all()
+
+    async def count() -> int:
+        return await _count(db, base)
+
+    return window.page(rows, _collection, count)
+
+
+# --------------------------------------------------------------------------- by key
+
+
+async def products_by_ids(
+    conn: AsyncConnection, *, ids: Sequence[int], published_only: bool
+) -> dict[int, ProductRecord]:
+    stmt = sa.select(*PRODUCT_COLUMNS).where(products.c.id.in_(ids))
+    if published_only:
+        stmt = stmt.where(products.c.is_published.is_(True))
+    return {row.id: _product(row) for row in (await conn.execute(stmt)).all()}
+
+
+async def product_by_slug(
+    conn: AsyncConnection, *, slug: str, published_only: bool
+) -> ProductRecord | None:
+    stmt = sa.select(*PRODUCT_COLUMNS).where(products.c.slug == slug)
+    if published_only:
+        stmt = stmt.where(products.c.is_published.is_(True))
+    row = (await conn.execute(stmt)).first()
+    return _product(row) if row is not None else None
+
+
+def _visible_variants(published_only: bool) -> Select[Any]:
+    stmt = sa.select(*VARIANT_COLUMNS)
+    if published_only:
+        stmt = stmt.join(products, products.c.id == variants.c.product_id).where(
+            products.c.is_published.is_(True)
+        )
+    return stmt
+
+
+async def variants_by_ids(
+    conn: AsyncConnection, *, ids: Sequence[int], published_only: bool
+) -> dict[int, VariantRecord]:
+    stmt = _visible_variants(published_only).where(variants.c.id.in_(ids))
+    return {row.id: VariantRecord(*row) for row in (await conn.execute(stmt)).all()}
+
+
+async def variant_by_sku(
+    conn: AsyncConnection, *, sku: str, published_only: bool
+) -> VariantRecord | None:
+    row = (await conn.execute(_visible_variants(published_only).where(variants.c.sku == sku))).first()
+    return VariantRecord(*row) if row is not None else None
+
+
+async def variants_by_product_ids(
+    conn: AsyncConnection, *, product_ids: Sequence[int]
+) -> dict[int, list[VariantRecord]]:
+    stmt = (
+        sa.select(*VARIANT_COLUMNS)
+        .where(variants.c.product_id.in_(product_ids))
+        .order_by(variants.c.product_id, variants.c.id)
+    )
+    grouped: dict[int, list[VariantRecord]] = {}
+    for row in (await conn.execute(stmt)).all():
+        grouped.setdefault(row.product_id, []).append(VariantRecord(*row))
+    return grouped
+
+
+async def images_by_product_ids(
+    conn: AsyncConnection, *, product_ids: Sequence[int]
+) -> dict[int, list[ImageRecord]]:
+    stmt = (
+        sa.select(*IMAGE_COLUMNS)
+        .where(images.c.product_id.in_(product_ids))
+        .order_by(images.c.product_id, images.c.position)
+    )
+    grouped: dict[int, list[ImageRecord]] = {}
+    for row in (await conn.execute(stmt)).all():
+        grouped.setdefault(row.product_id, []).append(ImageRecord(*row))
+    return grouped
+
+
+async def collections_by_product_ids(
+    conn: AsyncConnection, *, product_ids: Sequence[int]
+) -> dict[int, list[CollectionRecord]]:
+    stmt = (
+        sa.select(collection_products.c.product_id, *COLLECTION_COLUMNS)
+        .join(collections, collections.c.id == collection_products.c.collection_id)
+        .where(collection_products.c.product_id.in_(product_ids))
+        .order_by(collection_products.c.product_id, collections.c.name, collections.c.id)
+    )
+    grouped: dict[int, list[CollectionRecord]] = {}
+    for row in (await conn.execute(stmt)).all():
+        grouped.setdefault(row[0], []).append(CollectionRecord(*row[1:]))
+    return grouped
+
+
+async def categories_by_ids(
+    conn: AsyncConnection, *, ids: Sequence[int]
+) -> dict[int, CategoryRecord]:
+    stmt = sa.select(*CATEGORY_COLUMNS).where(categories.c.id.in_(ids))
+    return {row.id: _category(row) for row in (await conn.execute(stmt)).all()}
+
+
+async def category_by_slug(conn: AsyncConnection, *, slug: str) -> CategoryRecord | None:
+    row = (await conn.execute(sa.select(*CATEGORY_COLUMNS).where(categories.c.slug == slug))).first()
+    return _category(row) if row is not None else None
+
+
+async def collections_by_ids(
+    conn: AsyncConnection, *, ids: Sequence[int]
+) -> dict[int, CollectionRecord]:
+    stmt = sa.select(*COLLECTION_COLUMNS).where(collections.c.id.in_(ids))
+    return {row.id: _collection(row) for row in (await conn.execute(stmt)).all()}
+
+
+async def collection_by_slug(conn: AsyncConnection, *, slug: str) -> CollectionRecord | None:
+    row = (
+        await conn.execute(sa.select(*COLLECTION_COLUMNS).where(collections.c.slug == slug))
+    ).first()
+    return _collection(row) if row is not None else None
+
+
+# --------------------------------------------------------------------------- writes
+
+
+async def refresh_product_prices(conn: AsyncConnection, *, product_ids: Sequence[int]) -> None:
+    """Recompute the denormalised price range of products after their variants changed."""
+    low = (
+        sa.select(sa.func.coalesce(sa.func.min(variants.c.price_amount), 0))
+        .where(variants.c.product_id == products.c.id)
+        .scalar_subquery()
+    )
+    high = (
+        sa.select(sa.func.coalesce(sa.func.max(variants.c.price_amount), 0))
+        .where(variants.c.product_id == products.c.id)
+        .scalar_subquery()
+    )
+    await conn.execute(
+        products.update().where(products.c.id.in_(product_ids)).values(price_min=low, price_max=high)
+    )

@@ -1,0 +1,80 @@
+"""A small per-request DataLoader: keys asked for in one event-loop tick load in one batch.
+
+Kept in the data layer (which never imports strawberry) and deliberately minimal: the
+batch function receives unique keys and returns one value per key, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class DataLoader(Generic[K, V]):
+    __slots__ = ("_batch_fn", "_cache", "_max_batch_size", "_queue")
+
+    def __init__(
+        self,
+        batch_fn: Callable[[list[K]], Awaitable[Sequence[V]]],
+        *,
+        max_batch_size: int = 500,
+    ) -> None:
+        self._batch_fn = batch_fn
+        self._max_batch_size = max_batch_size
+        self._cache: dict[K, asyncio.Future[V]] = {}
+        self._queue: list[K] = []
+
+    def load(self, key: K) -> asyncio.Future[V]:
+        future = self._cache.get(key)
+        if future is not None:
+            return future
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._cache[key] = future
+        if not self._queue:
+            loop.call_soon(self._dispatch)
+        self._queue.append(key)
+        return future
+
+    def load_many(self, keys: Sequence[K]) -> asyncio.Future[list[V]]:
+        return asyncio.gather(*(self.load(key) for key in keys))
+
+    def prime(self, key: K, value: V) -> None:
+        """Seed the cache with a value fetched by another query (no SQL)."""
+        if key not in self._cache:
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(value)
+            self._cache[key] = future
+
+    def _dispatch(self) -> None:
+        queue, self._queue = self._queue, []
+        size = self._max_batch_size
+        for start in range(0, len(queue), size):
+            asyncio.ensure_future(self._run(queue[start : start + size]))
+
+    async def _run(self, keys: list[K]) -> None:
+        try:
+            values = await self._batch_fn(keys)
+            if len(values) != len(keys):
+                raise RuntimeError(
+                    f"batch function returned {len(values)} values for {len(keys)} keys"
+                )
+        except BaseException as exc:
+            for key in keys:
+                future = self._cache.pop(key)
+                if not future.done():
+                    future.set_exception(exc)
+                    # The error reaches the resolver that awaits it; a future nobody
+                    # awaits any more (its field already failed) must not warn at GC.
+                    future.exception()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for key, value in zip(keys, values, strict=True):
+            future = self._cache[key]
+            if not future.done():
+                future.set_result(value)

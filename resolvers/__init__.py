@@ -1,0 +1,1 @@
+"""Plain functions: GraphQL arguments -> data-layer calls -> records the schema renders."""

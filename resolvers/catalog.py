@@ -1,0 +1,224 @@
+"""Catalog resolvers: validate arguments, call the data layer, return records and pages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, Protocol
+
+from models.catalog import queries as q
+from models.catalog.queries import (
+    CategoryRecord,
+    CollectionRecord,
+    ProductFilter,
+    ProductQuery,
+    ProductRecord,
+    ProductSort,
+    VariantRecord,
+)
+from models.errors import InvalidInput
+from models.pagination import Page, PageArgs
+from resolvers import ids
+from resolvers.context import Context
+
+MAX_FILTER_IDS = 100
+MAX_SLUG_LENGTH = 255
+
+
+class ProductFilterInput(Protocol):
+    category_id: str | None
+    collection_id: str | None
+    price_gte: Decimal | None
+    price_lte: Decimal | None
+    in_stock: bool | None
+    ids: list[str] | None
+
+
+class SortInput(Protocol):
+    field: Any  # an enum member; its name is the sort field
+    direction: Any  # SortDirection member
+
+
+def page_args(first: int | None, after: str | None, last: int | None, before: str | None) -> PageArgs:
+    return PageArgs(first=first, after=after, last=last, before=before)
+
+
+def product_filter(value: ProductFilterInput | None) -> ProductFilter | None:
+    if value is None:
+        return None
+    id_list: tuple[int, ...] | None = None
+    if value.ids is not None:
+        if len(value.ids) > MAX_FILTER_IDS:
+            raise InvalidInput(
+                f"`filter.ids` may hold at most {MAX_FILTER_IDS} IDs", field="filter.ids"
+            )
+        id_list = tuple(ids.decode(gid, "Product", field="filter.ids") for gid in value.ids)
+    lower, upper = value.price_gte, value.price_lte
+    if lower is not None and upper is not None and lower > upper:
+        raise InvalidInput("`filter.priceGte` is above `filter.priceLte`", field="filter.priceGte")
+    return ProductFilter(
+        category_id=(
+            ids.decode(value.category_id, "Category", field="filter.categoryId")
+            if value.category_id is not None
+            else None
+        ),
+        collection_id=(
+            ids.decode(value.collection_id, "Collection", field="filter.collectionId")
+            if value.collection_id is not None
+            else None
+        ),
+        price_gte=lower,
+        price_lte=upper,
+        in_stock=value.in_stock,
+        ids=id_list,
+    )
+
+
+def product_sort(value: SortInput | None) -> ProductSort | None:
+    if value is None:
+        return None
+    return ProductSort(value.field.name, value.direction.name == "DESC")
+
+
+def product_query(
+    ctx: Context,
+    *,
+    args: PageArgs,
+    filter: ProductFilterInput | None,
+    sort: SortInput | None,
+    search: str | None = None,
+) -> ProductQuery:
+    return ProductQuery(
+        dialect=ctx.db.dialect,
+        args=args,
+        filter=product_filter(filter),
+        sort=product_sort(sort),
+        search=search,
+        published_only=ctx.catalog.published_only,
+        currency=ctx.settings.currency,
+    )
+
+
+def _one_of(id: str | None, other: str | None, other_name: str) -> None:
+    if (id is None) == (other is None):
+        raise InvalidInput(f"pass exactly one of `id` and `{other_name}`", field="id")
+    if other is not None and len(other) > MAX_SLUG_LENGTH:
+        raise InvalidInput(f"`{other_name}` is too long", field=other_name)
+
+
+async def products(
+    ctx: Context,
+    *,
+    args: PageArgs,
+    filter: ProductFilterInput | None,
+    sort: SortInput | None,
+    search: str | None,
+) -> Page[ProductRecord]:
+    query = product_query(ctx, args=args, filter=filter, sort=sort, search=search)
+    return await q.list_products(ctx.db, query=query)
+
+
+async def product(ctx: Context, *, id: str | None, slug: str | None) -> ProductRecord | None:
+    _one_of(id, slug, "slug")
+    if id is not None:
+        return await ctx.catalog.product_by_id.load(ids.decode(id, "Product"))
+    assert slug is not None
+    async with ctx.db.read() as conn:
+        found = await q.product_by_slug(
+            conn, slug=slug, published_only=ctx.catalog.published_only
+        )
+    if found is not None:
+        ctx.catalog.product_by_id.prime(found.id, found)
+    return found
+
+
+async def variant(ctx: Context, *, id: str | None, sku: str | None) -> VariantRecord | None:
+    _one_of(id, sku, "sku")
+    if id is not None:
+        return await ctx.catalog.variant_by_id.load(ids.decode(id, "ProductVariant"))
+    assert sku is not None
+    async with ctx.db.read() as conn:
+        return await q.variant_by_sku(conn, sku=sku, published_only=ctx.catalog.published_only)
+
+
+async def category(ctx: Context, *, id: str | None, slug: str | None) -> CategoryRecord | None:
+    _one_of(id, slug, "slug")
+    if id is not None:
+        return await ctx.catalog.category_by_id.load(ids.decode(id, "Category"))
+    assert slug is not None
+    async with ctx.db.read() as conn:
+        return await q.category_by_slug(conn, slug=slug)
+
+
+async def categories(ctx: Context, *, args: PageArgs, level: int | None) -> Page[CategoryRecord]:
+    if level is not None and not 0 <= level <= 100:
+        raise InvalidInput("`level` must be between 0 and 100", field="level")
+    return await q.list_categories(ctx.db, window=q.category_window(args), level=level)
+
+
+async def collection(
+    ctx: Context, *, id: str | None, slug: str | None
+) -> CollectionRecord | None:
+    _one_of(id, slug, "slug")
+    if id is not None:
+        return await ctx.catalog.collection_by_id.load(ids.decode(id, "Collection"))
+    assert slug is not None
+    async with ctx.db.read() as conn:
+        return await q.collection_by_slug(conn, slug=slug)
+
+
+async def collections(ctx: Context, *, args: PageArgs) -> Page[CollectionRecord]:
+    return await q.list_collections(ctx.db, window=q.collection_window(args))
+
+
+async def category_products(
+    ctx: Context,
+    category_id: int,
+    *,
+    args: PageArgs,
+    filter: ProductFilterInput | None,
+    sort: SortInput | None,
+) -> Page[ProductRecord]:
+    query = product_query(ctx, args=args, filter=filter, sort=sort)
+    return await ctx.catalog.products_of("category", category_id, query)
+
+
+async def collection_products(
+    ctx: Context, collection_id: int, *, args: PageArgs, sort: SortInput | None
+) -> Page[ProductRecord]:
+    query = product_query(ctx, args=args, filter=None, sort=sort)
+    return await ctx.catalog.products_of("collection", collection_id, query)
+
+
+async def category_children(
+    ctx: Context, category_id: int, *, args: PageArgs
+) -> Page[CategoryRecord]:
+    return await ctx.catalog.children_of(category_id, q.category_window(args))
+
+
+# --------------------------------------------------------------------------- node
+
+
+async def node(ctx: Context, gid: str) -> object | None:
+    type_name, key = ids.decode_any(gid)
+    return await _node_loader(ctx, type_name).load(key)
+
+
+async def nodes(ctx: Context, gids: Sequence[str]) -> list[object | None]:
+    if len(gids) > MAX_FILTER_IDS:
+        raise InvalidInput(f"`ids` may hold at most {MAX_FILTER_IDS} IDs", field="ids")
+    decoded = [ids.decode_any(gid, field="ids") for gid in gids]
+    return list(
+        await asyncio.gather(*(_node_loader(ctx, type_name).load(key) for type_name, key in decoded))
+    )
+
+
+def _node_loader(ctx: Context, type_name: str) -> Any:
+    loaders = ctx.catalog
+    return {
+        "Product": loaders.product_by_id,
+        "ProductVariant": loaders.variant_by_id,
+        "Category": loaders.category_by_id,
+        "Collection": loaders.collection_by_id,
+    }[type_name]

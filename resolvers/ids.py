@@ -1,0 +1,42 @@
+"""Opaque global IDs (Relay): base64 of "<Type>:<key>"."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from models.errors import InvalidInput
+
+MAX_ID_LENGTH = 200
+# Types whose key is an integer primary key.
+INT_KEYED = frozenset({"Product", "ProductVariant", "Category", "Collection"})
+
+
+def encode(type_name: str, key: int | str) -> str:
+    return base64.b64encode(f"{type_name}:{key}".encode()).decode()
+
+
+def decode_any(gid: str, *, field: str = "id") -> tuple[str, int]:
+    """(type name, key) of any known global ID, or InvalidInput."""
+    invalid = InvalidInput(f"`{field}` is not a valid ID", field=field)
+    if not isinstance(gid, str) or not 0 < len(gid) <= MAX_ID_LENGTH:
+        raise invalid
+    try:
+        raw = base64.b64decode(gid, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise invalid from None
+    type_name, sep, key = raw.partition(":")
+    if not sep or type_name not in INT_KEYED or not key.isascii() or not key.isdigit():
+        raise invalid
+    number = int(key)
+    if not 0 < number < 2**63 or key != str(number):
+        raise invalid
+    return type_name, number
+
+
+def decode(gid: str, type_name: str, *, field: str = "id") -> int:
+    """The key of a global ID that must be of `type_name`."""
+    found, key = decode_any(gid, field=field)
+    if found != type_name:
+        raise InvalidInput(f"`{field}` must be the ID of a {type_name}", field=field)
+    return key

@@ -1,0 +1,31 @@
+"""The GraphQL schema: per-domain root types merged once here."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
+
+from typing import Any
+
+from schema.catalog import CatalogQuery, Category, Collection, Product, ProductVariant
+from schema.node import NodeQuery
+
+Query = merge_types("Query", (NodeQuery, CatalogQuery))
+
+
+class ShopSchema(strawberry.Schema):
+    def process_errors(self, errors: Any, execution_context: Any = None) -> None:
+        """Errors are logged where they are formatted (schema.http), with request IDs."""
+
+
+def build_schema(*, debug: bool = False) -> strawberry.Schema:
+    return ShopSchema(
+        query=Query,
+        types=[Product, ProductVariant, Category, Collection],
+        config=StrawberryConfig(disable_field_suggestions=not debug),
+    )
+
+
+def export_sdl() -> str:
+    return build_schema(debug=True).as_str() + "\n"

@@ -1,0 +1,364 @@
+"""Catalog types and root fields: products, variants, categories, collections."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any
+
+import strawberry
+from strawberry.types import Info
+
+from models.catalog.queries import (
+    CategoryRecord,
+    CollectionRecord,
+    ImageRecord,
+    ProductRecord,
+    VariantRecord,
+)
+from models.money import Money as MoneyValue
+from models.money import money
+from models.pagination import Page
+from resolvers import catalog as r
+from resolvers import ids
+from resolvers.context import Context
+from schema.relay import Connection, Node
+from schema.scalars import DecimalScalar
+
+Ctx = Info[Context, None]
+
+
+@strawberry.enum
+class SortDirection(Enum):
+    ASC = "ASC"
+    DESC = "DESC"
+
+
+@strawberry.enum
+class ProductSortField(Enum):
+    NAME = "NAME"
+    PRICE = "PRICE"
+    CREATED_AT = "CREATED_AT"
+    RELEVANCE = "RELEVANCE"
+
+
+@strawberry.input(description="Products matching every given condition.")
+class ProductFilter:
+    category_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Includes products of all descendant categories."
+    )
+    collection_id: strawberry.ID | None = None
+    price_gte: DecimalScalar | None = strawberry.field(  # type: ignore[valid-type]
+        default=None, description="Some variant is priced at or above this."
+    )
+    price_lte: DecimalScalar | None = strawberry.field(  # type: ignore[valid-type]
+        default=None, description="Some variant (the same one, with priceGte) is priced at or below this."
+    )
+    in_stock: bool | None = None
+    ids: list[strawberry.ID] | None = None
+
+
+@strawberry.input(
+    description="Default order: RELEVANCE DESC with `search`, otherwise CREATED_AT DESC; "
+    "ties broken by id."
+)
+class ProductSortBy:
+    field: ProductSortField
+    direction: SortDirection
+
+
+@strawberry.type
+class Money:
+    amount: DecimalScalar  # type: ignore[valid-type]
+    currency: str
+
+
+@strawberry.type
+class PriceRange:
+    start: Money
+    stop: Money
+
+
+@strawberry.type
+class ProductImage:
+    url: str
+    alt: str
+
+
+def _gid(type_name: str) -> Any:
+    def resolve(root: strawberry.Parent[Any]) -> strawberry.ID:
+        return strawberry.ID(ids.encode(type_name, root.id))
+
+    return strawberry.field(resolver=resolve, graphql_type=strawberry.ID)
+
+
+def _price_range(root: strawberry.Parent[ProductRecord]) -> PriceRange:
+    return PriceRange(
+        start=money(root.price_min, root.currency),  # type: ignore[arg-type]
+        stop=money(root.price_max, root.currency),  # type: ignore[arg-type]
+    )
+
+
+def _product_category(
+    root: strawberry.Parent[ProductRecord], info: Ctx
+) -> Awaitable[CategoryRecord | None] | None:
+    if root.category_id is None:
+        return None
+    return info.context.catalog.category_by_id.load(root.category_id)
+
+
+def _product_variants(
+    root: strawberry.Parent[ProductRecord], info: Ctx
+) -> Awaitable[list[VariantRecord]]:
+    return info.context.catalog.variants_by_product_id.load(root.id)
+
+
+def _product_images(
+    root: strawberry.Parent[ProductRecord], info: Ctx
+) -> Awaitable[list[ImageRecord]]:
+    return info.context.catalog.images_by_product_id.load(root.id)
+
+
+def _product_collections(
+    root: strawberry.Parent[ProductRecord], info: Ctx
+) -> Awaitable[list[CollectionRecord]]:
+    return info.context.catalog.collections_by_product_id.load(root.id)
+
+
+@strawberry.type
+class Product(Node):
+    id: strawberry.ID = _gid("Product")
+    name: str
+    slug: str
+    description: str
+    is_published: bool
+    category: Annotated[Category, strawberry.lazy("schema.catalog")] | None = strawberry.field(
+        resolver=_product_category,
+        graphql_type=Annotated["Category", strawberry.lazy("schema.catalog")] | None,
+    )
+    collections: list[Collection] = strawberry.field(
+        resolver=_product_collections,
+        graphql_type=list[Annotated["Collection", strawberry.lazy("schema.catalog")]],
+    )
+    variants: list[ProductVariant] = strawberry.field(
+        resolver=_product_variants,
+        graphql_type=list[Annotated["ProductVariant", strawberry.lazy("schema.catalog")]],
+    )
+    images: list[ProductImage] = strawberry.field(
+        resolver=_product_images, graphql_type=list[ProductImage]
+    )
+    price_range: PriceRange = strawberry.field(
+        resolver=_price_range, description="Over the product's variants."
+    )
+    is_available: bool = strawberry.field(
+        description="Some variant has quantityAvailable > 0."
+    )
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def is_type_of(cls, obj: Any, _info: Any) -> bool:
+        return isinstance(obj, ProductRecord)
+
+
+def _variant_price(root: strawberry.Parent[VariantRecord]) -> MoneyValue:
+    return money(root.price_amount, root.currency)
+
+
+def _variant_quantity(root: strawberry.Parent[VariantRecord]) -> int:
+    return root.quantity
+
+
+def _variant_product(
+    root: strawberry.Parent[VariantRecord], info: Ctx
+) -> Awaitable[ProductRecord | None]:
+    return info.context.catalog.product_by_id.load(root.product_id)
+
+
+@strawberry.type
+class ProductVariant(Node):
+    id: strawberry.ID = _gid("ProductVariant")
+    sku: str
+    name: str
+    price: Money = strawberry.field(resolver=_variant_price, graphql_type=Money)
+    quantity_available: int = strawberry.field(resolver=_variant_quantity)
+    product: Product = strawberry.field(resolver=_variant_product, graphql_type=Product)
+
+    @classmethod
+    def is_type_of(cls, obj: Any, _info: Any) -> bool:
+        return isinstance(obj, VariantRecord)
+
+
+ProductConnection = Connection[Product]
+
+
+def _category_parent(
+    root: strawberry.Parent[CategoryRecord], info: Ctx
+) -> Awaitable[CategoryRecord | None] | None:
+    if root.parent_id is None:
+        return None
+    return info.context.catalog.category_by_id.load(root.parent_id)
+
+
+@strawberry.type
+class Category(Node):
+    id: strawberry.ID = _gid("Category")
+    name: str
+    slug: str
+    description: str
+    level: int
+    parent: Category | None = strawberry.field(
+        resolver=_category_parent,
+        graphql_type=Annotated["Category", strawberry.lazy("schema.catalog")] | None,
+    )
+
+    @strawberry.field(description="Child categories, by name.")
+    async def children(
+        self,
+        info: Ctx,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Category]:
+        root: CategoryRecord = self  # type: ignore[assignment]
+        page = await r.category_children(
+            info.context, root.id, args=r.page_args(first, after, last, before)
+        )
+        return page  # type: ignore[return-value]
+
+    @strawberry.field(description="Products of this category and all its descendants.")
+    async def products(
+        self,
+        info: Ctx,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        filter: ProductFilter | None = None,
+        sort_by: ProductSortBy | None = None,
+    ) -> Connection[Product]:
+        root: CategoryRecord = self  # type: ignore[assignment]
+        page = await r.category_products(
+            info.context,
+            root.id,
+            args=r.page_args(first, after, last, before),
+            filter=filter,
+            sort=sort_by,
+        )
+        return page  # type: ignore[return-value]
+
+    @classmethod
+    def is_type_of(cls, obj: Any, _info: Any) -> bool:
+        return isinstance(obj, CategoryRecord)
+
+
+@strawberry.type
+class Collection(Node):
+    id: strawberry.ID = _gid("Collection")
+    name: str
+    slug: str
+    description: str
+
+    @strawberry.field
+    async def products(
+        self,
+        info: Ctx,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        sort_by: ProductSortBy | None = None,
+    ) -> Connection[Product]:
+        root: CollectionRecord = self  # type: ignore[assignment]
+        page = await r.collection_products(
+            info.context, root.id, args=r.page_args(first, after, last, before), sort=sort_by
+        )
+        return page  # type: ignore[return-value]
+
+    @classmethod
+    def is_type_of(cls, obj: Any, _info: Any) -> bool:
+        return isinstance(obj, CollectionRecord)
+
+
+def _page(page: Page[Any]) -> Any:
+    return page
+
+
+@strawberry.type
+class CatalogQuery:
+    @strawberry.field(description="A product by ID or slug; null when it is not visible.")
+    async def product(
+        self, info: Ctx, id: strawberry.ID | None = None, slug: str | None = None
+    ) -> Product | None:
+        return await r.product(info.context, id=id, slug=slug)  # type: ignore[return-value]
+
+    @strawberry.field
+    async def products(
+        self,
+        info: Ctx,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        filter: ProductFilter | None = None,
+        sort_by: ProductSortBy | None = None,
+        search: str | None = None,
+    ) -> Connection[Product]:
+        return _page(
+            await r.products(
+                info.context,
+                args=r.page_args(first, after, last, before),
+                filter=filter,
+                sort=sort_by,
+                search=search,
+            )
+        )
+
+    @strawberry.field
+    async def variant(
+        self, info: Ctx, id: strawberry.ID | None = None, sku: str | None = None
+    ) -> ProductVariant | None:
+        return await r.variant(info.context, id=id, sku=sku)  # type: ignore[return-value]
+
+    @strawberry.field
+    async def category(
+        self, info: Ctx, id: strawberry.ID | None = None, slug: str | None = None
+    ) -> Category | None:
+        return await r.category(info.context, id=id, slug=slug)  # type: ignore[return-value]
+
+    @strawberry.field
+    async def categories(
+        self,
+        info: Ctx,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        level: int | None = None,
+    ) -> Connection[Category]:
+        return _page(
+            await r.categories(
+                info.context, args=r.page_args(first, after, last, before), level=level
+            )
+        )
+
+    @strawberry.field
+    async def collection(
+        self, info: Ctx, id: strawberry.ID | None = None, slug: str | None = None
+    ) -> Collection | None:
+        return await r.collection(info.context, id=id, slug=slug)  # type: ignore[return-value]
+
+    @strawberry.field
+    async def collections(
+        self,
+        info: Ctx,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Collection]:
+        return _page(
+            await r.collections(info.context, args=r.page_args(first, after, last, before))
+        )

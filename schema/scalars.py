@@ -1,0 +1,45 @@
+"""Custom scalars: `Decimal` is an exact decimal serialized as a string ("19.99")."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any, NewType
+
+import strawberry
+
+MAX_DIGITS = 18
+MAX_PLACES = 6
+
+
+def parse_decimal(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("Decimal must be a string such as \"19.99\"")
+    text = repr(value) if isinstance(value, float) else str(value)
+    if len(text) > 40:
+        raise ValueError("Decimal is too long")
+    try:
+        number = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValueError(f"{text[:40]!r} is not a decimal number") from None
+    if not number.is_finite():
+        raise ValueError("Decimal must be a finite number")
+    sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)
+    if -exponent > MAX_PLACES:
+        raise ValueError(f"Decimal may have at most {MAX_PLACES} decimal places")
+    if len(digits) + min(exponent, 0) > MAX_DIGITS - MAX_PLACES or number.adjusted() > 11:
+        raise ValueError("Decimal is out of range")
+    return number
+
+
+def serialize_decimal(value: Decimal) -> str:
+    return format(value, "f")
+
+
+DecimalScalar = strawberry.scalar(
+    NewType("Decimal", Decimal),
+    name="Decimal",
+    description='An exact decimal number, serialized as a string ("19.99"). Never a float.',
+    serialize=serialize_decimal,
+    parse_value=parse_decimal,
+)
