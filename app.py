@@ -171,9 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # serve
     import uvicorn
 
-    asyncio.run(
-        _prepare(settings, demo=not args.no_demo, products=args.demo_products, seed=42)
-    )
+    asyncio.run(_prepare(settings, demo=not args.no_demo, products=args.demo_products, seed=42))
     if args.workers > 1 and settings.database_url.startswith("sqlite"):
         logger.warning("several workers share one SQLite file; use PostgreSQL to scale out")
     print(f"shopql: GraphQL API at http://{args.host}:{args.port}/graphql", file=sys.stderr)

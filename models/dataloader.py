@@ -15,7 +15,7 @@ V = TypeVar("V")
 
 
 class DataLoader(Generic[K, V]):
-    __slots__ = ("_batch_fn", "_cache", "_max_batch_size", "_queue")
+    __slots__ = ("_batch_fn", "_cache", "_max_batch_size", "_queue", "_tasks")
 
     def __init__(
         self,
@@ -27,6 +27,7 @@ class DataLoader(Generic[K, V]):
         self._max_batch_size = max_batch_size
         self._cache: dict[K, asyncio.Future[V]] = {}
         self._queue: list[K] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # strong references while running
 
     def load(self, key: K) -> asyncio.Future[V]:
         future = self._cache.get(key)
@@ -54,7 +55,9 @@ class DataLoader(Generic[K, V]):
         queue, self._queue = self._queue, []
         size = self._max_batch_size
         for start in range(0, len(queue), size):
-            asyncio.ensure_future(self._run(queue[start : start + size]))
+            task = asyncio.ensure_future(self._run(queue[start : start + size]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _run(self, keys: list[K]) -> None:
         try:

@@ -49,10 +49,8 @@ async def pending(db: Database) -> list[str]:
         heads = set(script.get_heads())
         if current == heads:
             return []
-        return [
-            rev.revision
-            for rev in script.iterate_revisions(list(heads), list(current) or "base")
-        ]
+        lower = tuple(current) or "base"
+        return [rev.revision for rev in script.iterate_revisions(tuple(heads), lower)]
 
     async with db.read() as conn:
         return await conn.run_sync(_check)

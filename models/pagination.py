@@ -233,8 +233,9 @@ def per_parent(
     """One statement that pages `base_for(p)` for every parent p (column `page_parent`)."""
     branches = [
         sa.select(
-            window.apply(base_for(parent).add_columns(sa.literal(parent).label("page_parent")))
-            .subquery()
+            window.apply(
+                base_for(parent).add_columns(sa.literal(parent).label("page_parent"))
+            ).subquery()
         )
         for parent in parents
     ]

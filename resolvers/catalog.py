@@ -27,20 +27,30 @@ MAX_SLUG_LENGTH = 255
 
 
 class ProductFilterInput(Protocol):
-    category_id: str | None
-    collection_id: str | None
-    price_gte: Decimal | None
-    price_lte: Decimal | None
-    in_stock: bool | None
-    ids: list[str] | None
+    @property
+    def category_id(self) -> str | None: ...
+    @property
+    def collection_id(self) -> str | None: ...
+    @property
+    def price_gte(self) -> Decimal | None: ...
+    @property
+    def price_lte(self) -> Decimal | None: ...
+    @property
+    def in_stock(self) -> bool | None: ...
+    @property
+    def ids(self) -> Sequence[str] | None: ...
 
 
 class SortInput(Protocol):
-    field: Any  # an enum member; its name is the sort field
-    direction: Any  # SortDirection member
+    @property
+    def field(self) -> Any: ...  # an enum member; its name is the sort field
+    @property
+    def direction(self) -> Any: ...  # SortDirection member
 
 
-def page_args(first: int | None, after: str | None, last: int | None, before: str | None) -> PageArgs:
+def page_args(
+    first: int | None, after: str | None, last: int | None, before: str | None
+) -> PageArgs:
     return PageArgs(first=first, after=after, last=last, before=before)
 
 
@@ -125,9 +135,7 @@ async def product(ctx: Context, *, id: str | None, slug: str | None) -> ProductR
         return await ctx.catalog.product_by_id.load(ids.decode(id, "Product"))
     assert slug is not None
     async with ctx.db.read() as conn:
-        found = await q.product_by_slug(
-            conn, slug=slug, published_only=ctx.catalog.published_only
-        )
+        found = await q.product_by_slug(conn, slug=slug, published_only=ctx.catalog.published_only)
     if found is not None:
         ctx.catalog.product_by_id.prime(found.id, found)
     return found
@@ -157,9 +165,7 @@ async def categories(ctx: Context, *, args: PageArgs, level: int | None) -> Page
     return await q.list_categories(ctx.db, window=q.category_window(args), level=level)
 
 
-async def collection(
-    ctx: Context, *, id: str | None, slug: str | None
-) -> CollectionRecord | None:
+async def collection(ctx: Context, *, id: str | None, slug: str | None) -> CollectionRecord | None:
     _one_of(id, slug, "slug")
     if id is not None:
         return await ctx.catalog.collection_by_id.load(ids.decode(id, "Collection"))
@@ -210,7 +216,9 @@ async def nodes(ctx: Context, gids: Sequence[str]) -> list[object | None]:
         raise InvalidInput(f"`ids` may hold at most {MAX_FILTER_IDS} IDs", field="ids")
     decoded = [ids.decode_any(gid, field="ids") for gid in gids]
     return list(
-        await asyncio.gather(*(_node_loader(ctx, type_name).load(key) for type_name, key in decoded))
+        await asyncio.gather(
+            *(_node_loader(ctx, type_name).load(key) for type_name, key in decoded)
+        )
     )
 
 

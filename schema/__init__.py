@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 import strawberry
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
-from typing import Any
-
 from schema.catalog import CatalogQuery, Category, Collection, Product, ProductVariant
 from schema.node import NodeQuery
+from schema.scalars import DECIMAL_SCALAR
 
 Query = merge_types("Query", (NodeQuery, CatalogQuery))
 
@@ -23,7 +25,9 @@ def build_schema(*, debug: bool = False) -> strawberry.Schema:
     return ShopSchema(
         query=Query,
         types=[Product, ProductVariant, Category, Collection],
-        config=StrawberryConfig(disable_field_suggestions=not debug),
+        config=StrawberryConfig(
+            disable_field_suggestions=not debug, scalar_map={Decimal: DECIMAL_SCALAR}
+        ),
     )
 
 

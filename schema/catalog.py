@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from datetime import datetime
+from decimal import Decimal
 from enum import Enum
 from typing import Annotated, Any
 
@@ -24,7 +25,6 @@ from resolvers import catalog as r
 from resolvers import ids
 from resolvers.context import Context
 from schema.relay import Connection, Node
-from schema.scalars import DecimalScalar
 
 Ctx = Info[Context, None]
 
@@ -49,11 +49,12 @@ class ProductFilter:
         default=None, description="Includes products of all descendant categories."
     )
     collection_id: strawberry.ID | None = None
-    price_gte: DecimalScalar | None = strawberry.field(  # type: ignore[valid-type]
+    price_gte: Decimal | None = strawberry.field(
         default=None, description="Some variant is priced at or above this."
     )
-    price_lte: DecimalScalar | None = strawberry.field(  # type: ignore[valid-type]
-        default=None, description="Some variant (the same one, with priceGte) is priced at or below this."
+    price_lte: Decimal | None = strawberry.field(
+        default=None,
+        description="Some variant (the same one, with priceGte) is priced at or below this.",
     )
     in_stock: bool | None = None
     ids: list[strawberry.ID] | None = None
@@ -70,7 +71,7 @@ class ProductSortBy:
 
 @strawberry.type
 class Money:
-    amount: DecimalScalar  # type: ignore[valid-type]
+    amount: Decimal
     currency: str
 
 
@@ -84,6 +85,11 @@ class PriceRange:
 class ProductImage:
     url: str
     alt: str
+
+
+def _computed(resolver: Any, graphql_type: Any, **kw: Any) -> Any:
+    """A field computed by a sync resolver (which may hand back a DataLoader future)."""
+    return strawberry.field(resolver=resolver, graphql_type=graphql_type, **kw)
 
 
 def _gid(type_name: str) -> Any:
@@ -133,27 +139,23 @@ class Product(Node):
     slug: str
     description: str
     is_published: bool
-    category: Annotated[Category, strawberry.lazy("schema.catalog")] | None = strawberry.field(
-        resolver=_product_category,
-        graphql_type=Annotated["Category", strawberry.lazy("schema.catalog")] | None,
+    category: Annotated[Category, strawberry.lazy("schema.catalog")] | None = _computed(
+        _product_category,
+        Annotated["Category", strawberry.lazy("schema.catalog")] | None,
     )
-    collections: list[Collection] = strawberry.field(
-        resolver=_product_collections,
-        graphql_type=list[Annotated["Collection", strawberry.lazy("schema.catalog")]],
+    collections: list[Collection] = _computed(
+        _product_collections,
+        list[Annotated["Collection", strawberry.lazy("schema.catalog")]],
     )
-    variants: list[ProductVariant] = strawberry.field(
-        resolver=_product_variants,
-        graphql_type=list[Annotated["ProductVariant", strawberry.lazy("schema.catalog")]],
+    variants: list[ProductVariant] = _computed(
+        _product_variants,
+        list[Annotated["ProductVariant", strawberry.lazy("schema.catalog")]],
     )
-    images: list[ProductImage] = strawberry.field(
-        resolver=_product_images, graphql_type=list[ProductImage]
-    )
+    images: list[ProductImage] = _computed(_product_images, list[ProductImage])
     price_range: PriceRange = strawberry.field(
         resolver=_price_range, description="Over the product's variants."
     )
-    is_available: bool = strawberry.field(
-        description="Some variant has quantityAvailable > 0."
-    )
+    is_available: bool = strawberry.field(description="Some variant has quantityAvailable > 0.")
     created_at: datetime
     updated_at: datetime
 
@@ -181,9 +183,9 @@ class ProductVariant(Node):
     id: strawberry.ID = _gid("ProductVariant")
     sku: str
     name: str
-    price: Money = strawberry.field(resolver=_variant_price, graphql_type=Money)
+    price: Money = _computed(_variant_price, Money)
     quantity_available: int = strawberry.field(resolver=_variant_quantity)
-    product: Product = strawberry.field(resolver=_variant_product, graphql_type=Product)
+    product: Product = _computed(_variant_product, Product)
 
     @classmethod
     def is_type_of(cls, obj: Any, _info: Any) -> bool:
@@ -208,9 +210,9 @@ class Category(Node):
     slug: str
     description: str
     level: int
-    parent: Category | None = strawberry.field(
-        resolver=_category_parent,
-        graphql_type=Annotated["Category", strawberry.lazy("schema.catalog")] | None,
+    parent: Category | None = _computed(
+        _category_parent,
+        Annotated["Category", strawberry.lazy("schema.catalog")] | None,
     )
 
     @strawberry.field(description="Child categories, by name.")

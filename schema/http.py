@@ -69,7 +69,7 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
     return dict(formatted)
 
 
-class GraphQLApp(GraphQL):  # type: ignore[type-arg]
+class GraphQLApp(GraphQL[Context, None]):
     def __init__(self, schema: Any, *, db: Database, settings: Settings) -> None:
         super().__init__(
             schema,

@@ -17,7 +17,5 @@ class NodeQuery:
         return await r.node(info.context, id)  # type: ignore[return-value]
 
     @strawberry.field
-    async def nodes(
-        self, info: Info[Context, None], ids: list[strawberry.ID]
-    ) -> list[Node | None]:
+    async def nodes(self, info: Info[Context, None], ids: list[strawberry.ID]) -> list[Node | None]:
         return await r.nodes(info.context, ids)  # type: ignore[return-value]

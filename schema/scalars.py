@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from typing import Any, NewType
+from typing import Any
 
 import strawberry
 
@@ -13,7 +13,7 @@ MAX_PLACES = 6
 
 def parse_decimal(value: Any) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError("Decimal must be a string such as \"19.99\"")
+        raise ValueError('Decimal must be a string such as "19.99"')
     text = repr(value) if isinstance(value, float) else str(value)
     if len(text) > 40:
         raise ValueError("Decimal is too long")
@@ -23,7 +23,7 @@ def parse_decimal(value: Any) -> Decimal:
         raise ValueError(f"{text[:40]!r} is not a decimal number") from None
     if not number.is_finite():
         raise ValueError("Decimal must be a finite number")
-    sign, digits, exponent = number.as_tuple()
+    _sign, digits, exponent = number.as_tuple()
     assert isinstance(exponent, int)
     if -exponent > MAX_PLACES:
         raise ValueError(f"Decimal may have at most {MAX_PLACES} decimal places")
@@ -36,8 +36,8 @@ def serialize_decimal(value: Decimal) -> str:
     return format(value, "f")
 
 
-DecimalScalar = strawberry.scalar(
-    NewType("Decimal", Decimal),
+# Used through StrawberryConfig.scalar_map: fields annotated `Decimal` use it.
+DECIMAL_SCALAR = strawberry.scalar(
     name="Decimal",
     description='An exact decimal number, serialized as a string ("19.99"). Never a float.',
     serialize=serialize_decimal,

@@ -6,7 +6,7 @@ share one.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable
 from functools import cached_property
 from typing import Any, Literal, TypeVar
 
@@ -68,9 +68,7 @@ class CatalogLoaders:
 
     @cached_property
     def variants_by_product_id(self) -> DataLoader[int, list[VariantRecord]]:
-        return self._by_key(
-            lambda conn, ids: q.variants_by_product_ids(conn, product_ids=ids), ()
-        )
+        return self._by_key(lambda conn, ids: q.variants_by_product_ids(conn, product_ids=ids), ())
 
     @cached_property
     def images_by_product_id(self) -> DataLoader[int, list[ImageRecord]]:
@@ -177,9 +175,7 @@ class CatalogLoaders:
         windows = self._child_windows
 
         async def run(conn: Any, args_key: Hashable, parent_ids: list[int]) -> dict[int, Any]:
-            return await q.children_by_parent(
-                conn, parent_ids=parent_ids, window=windows[args_key]
-            )
+            return await q.children_by_parent(conn, parent_ids=parent_ids, window=windows[args_key])
 
         return self._grouped(run, [])
 
@@ -195,4 +191,3 @@ class CatalogLoaders:
             return await self._child_count.load(parent_id)
 
         return q.category_page(window, rows, count)
-

@@ -172,7 +172,7 @@ def _postgres_search(terms: list[str]) -> _Search:
     query_text = " & ".join(f"'{t}'" for t in terms[:-1]) + (" & " if len(terms) > 1 else "")
     query_text += f"'{terms[-1]}':*"
     tsquery = sa.func.to_tsquery(sa.literal("english"), sa.literal(query_text))
-    vector = sa.literal_column("products.search_vector")
+    vector: ColumnElement[Any] = sa.literal_column("products.search_vector")
 
     def apply(stmt: Select[Any]) -> Select[Any]:
         return stmt.where(vector.op("@@")(tsquery))
@@ -253,7 +253,9 @@ class ProductQuery:
         if f.price_gte is not None or f.price_lte is not None:
             priced = [variants.c.product_id == products.c.id]
             if f.price_gte is not None:
-                priced.append(variants.c.price_amount >= to_minor_ceiling(f.price_gte, self.currency))
+                priced.append(
+                    variants.c.price_amount >= to_minor_ceiling(f.price_gte, self.currency)
+                )
             if f.price_lte is not None:
                 priced.append(variants.c.price_amount <= to_minor_floor(f.price_lte, self.currency))
             conds.append(sa.exists().where(*priced))
@@ -483,7 +485,9 @@ async def variants_by_ids(
 async def variant_by_sku(
     conn: AsyncConnection, *, sku: str, published_only: bool
 ) -> VariantRecord | None:
-    row = (await conn.execute(_visible_variants(published_only).where(variants.c.sku == sku))).first()
+    row = (
+        await conn.execute(_visible_variants(published_only).where(variants.c.sku == sku))
+    ).first()
     return VariantRecord(*row) if row is not None else None
 
 
@@ -538,7 +542,9 @@ async def categories_by_ids(
 
 
 async def category_by_slug(conn: AsyncConnection, *, slug: str) -> CategoryRecord | None:
-    row = (await conn.execute(sa.select(*CATEGORY_COLUMNS).where(categories.c.slug == slug))).first()
+    row = (
+        await conn.execute(sa.select(*CATEGORY_COLUMNS).where(categories.c.slug == slug))
+    ).first()
     return _category(row) if row is not None else None
 
 
@@ -572,5 +578,7 @@ async def refresh_product_prices(conn: AsyncConnection, *, product_ids: Sequence
         .scalar_subquery()
     )
     await conn.execute(
-        products.update().where(products.c.id.in_(product_ids)).values(price_min=low, price_max=high)
+        products.update()
+        .where(products.c.id.in_(product_ids))
+        .values(price_min=low, price_max=high)
     )

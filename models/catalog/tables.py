@@ -141,9 +141,9 @@ class CollectionProduct(SQLModel, table=True):
     )
 
 
-categories: sa.Table = Category.__table__  # type: ignore[assignment]
-products: sa.Table = Product.__table__  # type: ignore[assignment]
-variants: sa.Table = ProductVariant.__table__  # type: ignore[assignment]
-images: sa.Table = ProductImage.__table__  # type: ignore[assignment]
-collections: sa.Table = Collection.__table__  # type: ignore[assignment]
-collection_products: sa.Table = CollectionProduct.__table__  # type: ignore[assignment]
+categories: sa.Table = Category.__table__  # type: ignore[attr-defined]
+products: sa.Table = Product.__table__  # type: ignore[attr-defined]
+variants: sa.Table = ProductVariant.__table__  # type: ignore[attr-defined]
+images: sa.Table = ProductImage.__table__  # type: ignore[attr-defined]
+collections: sa.Table = Collection.__table__  # type: ignore[attr-defined]
+collection_products: sa.Table = CollectionProduct.__table__  # type: ignore[attr-defined]

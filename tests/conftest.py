@@ -1,0 +1,189 @@
+"""Fixtures: a seeded catalog database (SQLite, or PostgreSQL with TEST_DATABASE_URL) and
+an HTTP client over the ASGI app.
+
+The seeded catalog is built once per run and shared by read-only tests (`catalog_db`);
+tests that write get a private copy (`fresh_db`): a file copy on SQLite, a database
+created from a template on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from app import create_app
+from models.db import Database
+from models.migrate import upgrade
+from models.seed import seed_catalog
+from models.settings import Settings
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
+CATALOG_PRODUCTS = 150
+CATALOG_SEED = 7
+PG_PREFIX = "shopql_t_"
+
+
+@dataclass(frozen=True)
+class DatabaseFactory:
+    """Knows the seeded template and how to hand out copies of it."""
+
+    template_url: str
+    workdir: Path
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.template_url.startswith("postgresql")
+
+    def copy(self) -> str:
+        if not self.is_postgres:
+            target = self.workdir / f"{uuid.uuid4().hex}.db"
+            shutil.copyfile(make_url(self.template_url).database or "", target)
+            return f"sqlite+aiosqlite:///{target}"
+        name = f"{PG_PREFIX}{uuid.uuid4().hex[:12]}"
+        template = make_url(self.template_url).database
+        _pg_admin(self.template_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        return str(make_url(self.template_url).set(database=name).render_as_string(False))
+
+    def drop(self, url: str) -> None:
+        if self.is_postgres:
+            name = make_url(url).database
+            _pg_admin(self.template_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        else:
+            Path(make_url(url).database or "").unlink(missing_ok=True)
+
+
+def _pg_admin(url: str, *statements: str) -> None:
+    """Run statements on the server's maintenance database (autocommit)."""
+    admin = make_url(url).set(drivername="postgresql+asyncpg", database="postgres")
+
+    async def run() -> None:
+        engine = sa.ext.asyncio.create_async_engine(admin, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                for statement in statements:
+                    await conn.exec_driver_sql(statement)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def _pg_cleanup(url: str) -> None:
+    """Drop what earlier runs left behind, so every run starts from a clean database."""
+    admin = make_url(url).set(database="postgres")
+
+    async def names() -> list[str]:
+        engine = sa.ext.asyncio.create_async_engine(admin, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                rows = await conn.exec_driver_sql(
+                    f"SELECT datname FROM pg_database WHERE datname LIKE '{PG_PREFIX}%'"
+                )
+                return [row[0] for row in rows]
+        finally:
+            await engine.dispose()
+
+    stale = asyncio.run(names())
+    if stale:
+        _pg_admin(url, *(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in stale))
+
+
+async def _build(url: str) -> None:
+    db = Database(url)
+    try:
+        await upgrade(db)
+        await seed_catalog(db, products=CATALOG_PRODUCTS, seed=CATALOG_SEED)
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFactory]:
+    workdir = tmp_path_factory.mktemp("db")
+    if TEST_DATABASE_URL:
+        _pg_cleanup(TEST_DATABASE_URL)
+        name = f"{PG_PREFIX}catalog_{uuid.uuid4().hex[:8]}"
+        _pg_admin(TEST_DATABASE_URL, f'CREATE DATABASE "{name}"')
+        url = make_url(TEST_DATABASE_URL).set(database=name).render_as_string(False)
+    else:
+        url = f"sqlite+aiosqlite:///{workdir / 'catalog.db'}"
+    asyncio.run(_build(url))
+    factory = DatabaseFactory(url, workdir)
+    yield factory
+    if factory.is_postgres:
+        _pg_cleanup(TEST_DATABASE_URL)
+
+
+@pytest.fixture
+def catalog_url(databases: DatabaseFactory) -> str:
+    """The shared seeded catalog: read it, never write it."""
+    return databases.template_url
+
+
+@pytest.fixture
+def fresh_url(databases: DatabaseFactory) -> Iterator[str]:
+    """A private copy of the seeded catalog for a test that writes."""
+    url = databases.copy()
+    yield url
+    databases.drop(url)
+
+
+@pytest.fixture
+async def catalog_db(catalog_url: str) -> AsyncIterator[Database]:
+    db = Database(catalog_url)
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture
+async def fresh_db(fresh_url: str) -> AsyncIterator[Database]:
+    db = Database(fresh_url)
+    yield db
+    await db.dispose()
+
+
+def make_client(db: Database, **settings: Any) -> httpx.AsyncClient:
+    options: dict[str, Any] = {"database_url": db.url, "debug": True}
+    options.update(settings)
+    app = create_app(Settings(**options), db=db)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shop.test")
+
+
+@pytest.fixture
+async def client(catalog_db: Database) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client(catalog_db) as c:
+        yield c
+
+
+GraphQL = Callable[..., Awaitable[dict[str, Any]]]
+
+
+def graphql_caller(client: httpx.AsyncClient) -> GraphQL:
+    async def call(
+        query: str, variables: dict[str, Any] | None = None, **kw: Any
+    ) -> dict[str, Any]:
+        response = await client.post("/graphql", json={"query": query, "variables": variables})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        if not kw.get("errors", False):
+            assert "errors" not in body, body["errors"]
+        return body
+
+    return call
+
+
+@pytest.fixture
+def gql(client: httpx.AsyncClient) -> GraphQL:
+    """POST a query; fails the test on any error unless called with errors=True."""
+    return graphql_caller(client)
