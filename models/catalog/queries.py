@@ -171,7 +171,9 @@ def _sqlite_search(terms: list[str]) -> _Search:
 def _postgres_search(terms: list[str]) -> _Search:
     query_text = " & ".join(f"'{t}'" for t in terms[:-1]) + (" & " if len(terms) > 1 else "")
     query_text += f"'{terms[-1]}':*"
-    tsquery = sa.func.to_tsquery(sa.literal("english"), sa.literal(query_text))
+    tsquery = sa.func.to_tsquery(
+        sa.literal_column("'english'::regconfig"), sa.cast(sa.literal(query_text), sa.Text)
+    )
     vector: ColumnElement[Any] = sa.literal_column("products.search_vector")
 
     def apply(stmt: Select[Any]) -> Select[Any]:

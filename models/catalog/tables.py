@@ -32,7 +32,9 @@ class Category(SQLModel, table=True):
     )
     name: str = Field(sa_column=sa.Column(NameType, nullable=False))
     slug: str = Field(sa_column=sa.Column(sa.String(255), nullable=False, unique=True))
-    description: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False))
+    description: str = Field(
+        default="", sa_column=sa.Column(sa.Text, nullable=False, server_default="")
+    )
     level: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
@@ -51,9 +53,11 @@ class Product(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=sa.Column(NameType, nullable=False))
     slug: str = Field(sa_column=sa.Column(sa.String(255), nullable=False, unique=True))
-    description: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False))
+    description: str = Field(
+        default="", sa_column=sa.Column(sa.Text, nullable=False, server_default="")
+    )
     is_published: bool = Field(
-        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, default=False)
+        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
     )
     category_id: int | None = Field(
         default=None,
@@ -61,8 +65,12 @@ class Product(SQLModel, table=True):
     )
     # Denormalised from the variants (kept in step by models.catalog.refresh_product_prices)
     # so PRICE sorting and priceRange need no aggregate per row.
-    price_min: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False))
-    price_max: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False))
+    price_min: int = Field(
+        default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0")
+    )
+    price_max: int = Field(
+        default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0")
+    )
     currency: str = Field(sa_column=sa.Column(sa.String(3), nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
@@ -84,9 +92,13 @@ class ProductVariant(SQLModel, table=True):
     )
     sku: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
     name: str = Field(default="", sa_column=sa.Column(sa.String(250), nullable=False))
-    price_amount: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    price_amount: int = Field(
+        sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0")
+    )
     currency: str = Field(sa_column=sa.Column(sa.String(3), nullable=False))
-    quantity: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
+    quantity: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
@@ -116,7 +128,9 @@ class Collection(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=sa.Column(NameType, nullable=False))
     slug: str = Field(sa_column=sa.Column(sa.String(255), nullable=False, unique=True))
-    description: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False))
+    description: str = Field(
+        default="", sa_column=sa.Column(sa.Text, nullable=False, server_default="")
+    )
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
