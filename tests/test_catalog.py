@@ -186,7 +186,8 @@ async def test_category_tree_parent_children_and_descendant_products(
 async def test_categories_by_level(gql: GraphQL, ref: Catalog) -> None:
     for level in (0, 1, 2):
         body = await gql(
-            "query($l: Int) { categories(level: $l, first: 100) { totalCount nodes { name level } } }",
+            "query($l: Int) { categories(level: $l, first: 100) "
+            "{ totalCount nodes { name level } } }",
             {"l": level},
         )
         expected = sorted(
@@ -277,7 +278,8 @@ async def test_filters_match_the_reference(gql: GraphQL, ref: Catalog) -> None:
     for product_filter, matching in _filter_cases(ref):
         assert matching, f"filter {product_filter} should match something in the seeded catalog"
         body = await gql(
-            "query($f: ProductFilter) { products(first: 100, filter: $f) { totalCount nodes { id } } }",
+            "query($f: ProductFilter) { products(first: 100, filter: $f) "
+            "{ totalCount nodes { id } } }",
             {"f": product_filter},
         )
         page = body["data"]["products"]

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from catalog_reference import Catalog, Product, amount, gid, load_catalog
 from conftest import GraphQL, graphql_caller, make_client
 from hypothesis import HealthCheck, given, settings
