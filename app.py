@@ -162,11 +162,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Database is up to date.", file=sys.stderr)
         return 0
     if args.command == "seed":
+        from models.seed import SeedError
+
         if not 1 <= args.products <= 1_000_000:
             print("shopql: --products must be between 1 and 1000000", file=sys.stderr)
             return 2
         asyncio.run(_migrate(settings))
-        asyncio.run(_seed(settings, products=args.products, seed=args.seed))
+        try:
+            asyncio.run(_seed(settings, products=args.products, seed=args.seed))
+        except SeedError as exc:
+            print(f"shopql: {exc}", file=sys.stderr)
+            return 1
         return 0
     # serve
     import uvicorn
