@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import logging
 import os
 import sys
@@ -17,8 +18,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
+from models.accounts.passwords import Passwords
 from models.db import Database
+from models.mail import Mailer, SmtpConfig
 from models.settings import Settings, SettingsError
+from models.throttle import MemoryThrottle
+from resolvers.context import Services
 from schema import build_schema, export_sdl
 from schema.http import GraphQLApp
 
@@ -29,7 +34,12 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     """Build the ASGI app. Tests pass their own settings (and may share a Database)."""
     settings = settings or Settings.from_env()
     database = db or Database(settings.database_url, pool_size=settings.db_pool_size)
-    graphql = GraphQLApp(build_schema(debug=settings.debug), db=database, settings=settings)
+    graphql = GraphQLApp(
+        build_schema(debug=settings.debug),
+        db=database,
+        settings=settings,
+        services=create_services(settings, database),
+    )
 
     async def healthz(_request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -75,6 +85,24 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.db = database
     app.state.settings = settings
     return app
+
+
+def create_services(settings: Settings, db: Database) -> Services:
+    return Services(
+        passwords=Passwords(
+            memory_kib=settings.argon2_memory_kib,
+            time_cost=settings.argon2_time_cost,
+            concurrency=settings.hash_concurrency,
+        ),
+        login_throttle=MemoryThrottle(
+            limit=settings.login_max_failures, window=settings.login_window
+        ),
+        mailer=Mailer(
+            db,
+            sender=settings.mail_from,
+            smtp=SmtpConfig.from_url(settings.smtp_url) if settings.smtp_url else None,
+        ),
+    )
 
 
 def create_app_from_env() -> Starlette:
@@ -128,6 +156,67 @@ async def _migrate(settings: Settings) -> None:
         await db.dispose()
 
 
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise SystemExit("shopql: no terminal to prompt on; pass --password-stdin")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password (again): ") != first:
+        raise SystemExit("shopql: the passwords do not match")
+    return first
+
+
+async def _create_admin(
+    settings: Settings, *, email: str, password: str, first: str, last: str
+) -> int:
+    from models.accounts.queries import EmailTaken, create_user
+    from models.accounts.tables import PERMISSIONS
+    from models.migrate import upgrade
+
+    db = Database(settings.database_url)
+    try:
+        await upgrade(db)
+        password_hash = await create_services(settings, db).passwords.hash(password)
+        async with db.transaction() as conn:
+            return await create_user(
+                conn,
+                email=email,
+                password_hash=password_hash,
+                first_name=first,
+                last_name=last,
+                is_staff=True,
+                permissions=PERMISSIONS,
+            )
+    except EmailTaken:
+        raise SystemExit(f"shopql: an account with the email {email} exists already") from None
+    finally:
+        await db.dispose()
+
+
+def _create_admin_command(settings: Settings, args: argparse.Namespace) -> int:
+    from models.accounts.passwords import PasswordPolicyError, check_policy
+    from resolvers.accounts import normalize_email
+
+    email = normalize_email(args.email)
+    if not isinstance(email, str):
+        print(f"shopql: {email.message}", file=sys.stderr)
+        return 2
+    password = _read_password(args.password_stdin)
+    try:
+        check_policy(password)
+    except PasswordPolicyError as exc:
+        print(f"shopql: {exc.message}", file=sys.stderr)
+        return 2
+    user_id = asyncio.run(
+        _create_admin(
+            settings, email=email, password=password, first=args.first_name, last=args.last_name
+        )
+    )
+    print(f"Created staff user {email} (id {user_id}) with every permission.", file=sys.stderr)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shopql", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +232,13 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--products", type=int, default=500, metavar="N")
     seed.add_argument("--seed", type=int, default=42, metavar="S")
     sub.add_parser("export-schema", help="print the GraphQL schema (SDL)")
+    admin = sub.add_parser("create-admin", help="create a staff user with every permission")
+    admin.add_argument("--email", required=True)
+    admin.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    admin.add_argument("--first-name", default="")
+    admin.add_argument("--last-name", default="")
     return parser
 
 
@@ -161,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_migrate(settings))
         print("Database is up to date.", file=sys.stderr)
         return 0
+    if args.command == "create-admin":
+        return _create_admin_command(settings, args)
     if args.command == "seed":
         from models.seed import SeedError
 

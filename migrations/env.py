@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-import models.catalog.tables  # noqa: F401  (registers the tables on the metadata)
+import models.accounts.tables
+import models.catalog.tables  # noqa: F401
 from models.db import metadata
 from models.migrate import include_name
 

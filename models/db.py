@@ -55,6 +55,10 @@ def timestamp_column() -> sa.Column[datetime]:
     return sa.Column(UTCDateTime(), nullable=False)
 
 
+def optional_timestamp_column() -> sa.Column[datetime]:
+    return sa.Column(UTCDateTime(), nullable=True)
+
+
 # Names sort by code point on both backends (PostgreSQL "C" == SQLite BINARY), so keyset
 # cursors and the sort order agree everywhere.
 NameType = sa.String(250).with_variant(sa.String(250, collation="C"), "postgresql")

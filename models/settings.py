@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./shopql.db"
+# Only ever accepted in debug mode; production refuses to start without a real SECRET_KEY.
+DEVELOPMENT_SECRET_KEY = "shopql-development-secret-key-never-use-in-production"
+MIN_SECRET_LENGTH = 32
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -48,6 +51,18 @@ class Settings:
     currency: str = "USD"
     db_pool_size: int = 10
     graphiql: bool | None = None  # None: on in debug, off otherwise
+    secret_key: str = DEVELOPMENT_SECRET_KEY
+    access_token_ttl: int = 15 * 60
+    refresh_token_ttl: int = 30 * 24 * 3600
+    password_reset_ttl: int = 3600
+    login_max_failures: int = 10
+    login_window: int = 15 * 60
+    argon2_memory_kib: int = 19 * 1024
+    argon2_time_cost: int = 2
+    hash_concurrency: int = 2
+    smtp_url: str | None = None
+    mail_from: str = "shop@localhost"
+    password_reset_url: str | None = None
 
     def __post_init__(self) -> None:
         if "*" in self.cors_origins:
@@ -62,6 +77,17 @@ class Settings:
                 "DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
             )
 
+        if not self.debug and (
+            self.secret_key == DEVELOPMENT_SECRET_KEY or len(self.secret_key) < MIN_SECRET_LENGTH
+        ):
+            raise SettingsError(
+                f"SECRET_KEY must be set to a random value of at least {MIN_SECRET_LENGTH} "
+                "characters outside debug mode (e.g. `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))'`)"
+            )
+        if self.smtp_url is not None and not self.smtp_url.startswith(("smtp://", "smtps://")):
+            raise SettingsError("SHOPQL_SMTP_URL must start with smtp:// or smtps://")
+
     @property
     def graphiql_enabled(self) -> bool:
         return self.debug if self.graphiql is None else self.graphiql
@@ -73,11 +99,29 @@ class Settings:
             o.strip() for o in env.get("SHOPQL_CORS_ORIGINS", "").split(",") if o.strip()
         )
         graphiql_raw = env.get("SHOPQL_GRAPHIQL")
+        debug = _flag(env, "SHOPQL_DEBUG", False)
+        secret = env.get("SECRET_KEY", "").strip()
         return cls(
             database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
-            debug=_flag(env, "SHOPQL_DEBUG", False),
+            debug=debug,
             cors_origins=origins,
             currency=env.get("SHOPQL_CURRENCY", "USD").strip().upper() or "USD",
             db_pool_size=_int(env, "SHOPQL_DB_POOL_SIZE", 10, low=1, high=200),
             graphiql=None if graphiql_raw is None else _flag(env, "SHOPQL_GRAPHIQL", False),
+            secret_key=secret or (DEVELOPMENT_SECRET_KEY if debug else ""),
+            access_token_ttl=_int(env, "SHOPQL_ACCESS_TOKEN_TTL", 900, low=30, high=86400),
+            refresh_token_ttl=_int(
+                env, "SHOPQL_REFRESH_TOKEN_TTL", 30 * 86400, low=300, high=365 * 86400
+            ),
+            password_reset_ttl=_int(env, "SHOPQL_PASSWORD_RESET_TTL", 3600, low=300, high=86400),
+            login_max_failures=_int(env, "SHOPQL_LOGIN_MAX_FAILURES", 10, low=1, high=1000),
+            login_window=_int(env, "SHOPQL_LOGIN_WINDOW", 900, low=1, high=86400),
+            argon2_memory_kib=_int(
+                env, "SHOPQL_ARGON2_MEMORY_KIB", 19 * 1024, low=19 * 1024, high=1024 * 1024
+            ),
+            argon2_time_cost=_int(env, "SHOPQL_ARGON2_TIME_COST", 2, low=2, high=20),
+            hash_concurrency=_int(env, "SHOPQL_HASH_CONCURRENCY", 2, low=1, high=64),
+            smtp_url=env.get("SHOPQL_SMTP_URL") or None,
+            mail_from=env.get("SHOPQL_MAIL_FROM", "shop@localhost"),
+            password_reset_url=env.get("SHOPQL_PASSWORD_RESET_URL") or None,
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, Protocol
@@ -201,32 +200,3 @@ async def category_children(
     ctx: Context, category_id: int, *, args: PageArgs
 ) -> Page[CategoryRecord]:
     return await ctx.catalog.children_of(category_id, q.category_window(args))
-
-
-# --------------------------------------------------------------------------- node
-
-
-async def node(ctx: Context, gid: str) -> object | None:
-    type_name, key = ids.decode_any(gid)
-    return await _node_loader(ctx, type_name).load(key)
-
-
-async def nodes(ctx: Context, gids: Sequence[str]) -> list[object | None]:
-    if len(gids) > MAX_FILTER_IDS:
-        raise InvalidInput(f"`ids` may hold at most {MAX_FILTER_IDS} IDs", field="ids")
-    decoded = [ids.decode_any(gid, field="ids") for gid in gids]
-    return list(
-        await asyncio.gather(
-            *(_node_loader(ctx, type_name).load(key) for type_name, key in decoded)
-        )
-    )
-
-
-def _node_loader(ctx: Context, type_name: str) -> Any:
-    loaders = ctx.catalog
-    return {
-        "Product": loaders.product_by_id,
-        "ProductVariant": loaders.variant_by_id,
-        "Category": loaders.category_by_id,
-        "Collection": loaders.collection_by_id,
-    }[type_name]

@@ -1,4 +1,5 @@
-"""The per-request context every resolver receives as `info.context`."""
+"""The per-request context every resolver receives as `info.context`, and the per-process
+services it carries."""
 
 from __future__ import annotations
 
@@ -6,24 +7,73 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from models.accounts.loaders import AccountLoaders
+from models.accounts.passwords import Passwords
+from models.accounts.queries import UserRecord
 from models.catalog.loaders import CatalogLoaders
 from models.db import Database, SqlStats
+from models.errors import Forbidden, NotAuthenticated
+from models.mail import Mailer
 from models.settings import Settings
+from models.throttle import Throttle
+
+
+@dataclass
+class Services:
+    """Created once per process by create_app and shared by every request."""
+
+    passwords: Passwords
+    login_throttle: Throttle
+    mailer: Mailer
 
 
 @dataclass(eq=False)
 class Context:
     db: Database
     settings: Settings
+    services: Services
     request: Any = None
     response: Any = None
     sql: SqlStats = field(default_factory=SqlStats)
+    viewer: UserRecord | None = None
+    session_id: str | None = None
+    # Set when the request carried a token that is invalid, expired or revoked.
+    auth_error: str | None = None
+    client_ip: str = "unknown"
+
+    def sign_in(self, user: UserRecord, session_id: str) -> None:
+        """The request continues as `user` (payload fields resolve with their rights)."""
+        self.viewer, self.session_id, self.auth_error = user, session_id, None
+        for cached in ("catalog", "accounts"):
+            self.__dict__.pop(cached, None)
+
+    def require_viewer(self) -> UserRecord:
+        if self.viewer is None:
+            raise NotAuthenticated(
+                "your token is invalid or expired" if self.auth_error else "sign in to do this"
+            )
+        return self.viewer
+
+    def require_permission(self, permission: str) -> UserRecord:
+        viewer = self.require_viewer()
+        if not viewer.has(permission):
+            raise Forbidden(f"this needs the {permission} permission")
+        return viewer
 
     @property
     def can_see_unpublished(self) -> bool:
-        # Staff with MANAGE_PRODUCTS arrive with accounts; until then nobody does.
-        return False
+        return self.viewer is not None and self.viewer.has("MANAGE_PRODUCTS")
 
     @cached_property
     def catalog(self) -> CatalogLoaders:
         return CatalogLoaders(self.db, published_only=not self.can_see_unpublished)
+
+    @cached_property
+    def accounts(self) -> AccountLoaders:
+        viewer = self.viewer
+        return AccountLoaders(
+            self.db,
+            viewer_id=viewer.id if viewer else None,
+            sees_all_users=viewer is not None
+            and (viewer.has("MANAGE_STAFF") or viewer.has("MANAGE_ORDERS")),
+        )

@@ -9,7 +9,7 @@ from models.errors import InvalidInput
 
 MAX_ID_LENGTH = 200
 # Types whose key is an integer primary key.
-INT_KEYED = frozenset({"Product", "ProductVariant", "Category", "Collection"})
+INT_KEYED = frozenset({"Product", "ProductVariant", "Category", "Collection", "User", "Address"})
 
 
 def encode(type_name: str, key: int | str) -> str:

@@ -9,11 +9,13 @@ import strawberry
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
+from schema.accounts import AccountMutation, AccountQuery, Address, User
 from schema.catalog import CatalogQuery, Category, Collection, Product, ProductVariant
 from schema.node import NodeQuery
 from schema.scalars import DECIMAL_SCALAR
 
-Query = merge_types("Query", (NodeQuery, CatalogQuery))
+Query = merge_types("Query", (NodeQuery, CatalogQuery, AccountQuery))
+Mutation = merge_types("Mutation", (AccountMutation,))
 
 
 class ShopSchema(strawberry.Schema):
@@ -24,7 +26,8 @@ class ShopSchema(strawberry.Schema):
 def build_schema(*, debug: bool = False) -> strawberry.Schema:
     return ShopSchema(
         query=Query,
-        types=[Product, ProductVariant, Category, Collection],
+        mutation=Mutation,
+        types=[Product, ProductVariant, Category, Collection, User, Address],
         config=StrawberryConfig(
             disable_field_suggestions=not debug, scalar_map={Decimal: DECIMAL_SCALAR}
         ),

@@ -18,9 +18,10 @@ from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
 from models.db import Database, track_sql
-from models.errors import InvalidInput
+from models.errors import Forbidden, InvalidInput, NotAuthenticated
 from models.settings import Settings
-from resolvers.context import Context
+from resolvers.accounts import authenticate
+from resolvers.context import Context, Services
 
 logger = logging.getLogger("shopql.graphql")
 
@@ -52,6 +53,10 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
         extensions["code"] = "BAD_USER_INPUT"
         if original.field:
             extensions["field"] = original.field
+    elif isinstance(original, NotAuthenticated):
+        extensions["code"] = "UNAUTHENTICATED"
+    elif isinstance(original, Forbidden):
+        extensions["code"] = "FORBIDDEN"
     elif original is None or isinstance(original, GraphQLError):
         extensions.setdefault("code", "INTERNAL_SERVER_ERROR")
     else:
@@ -70,7 +75,9 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
 
 
 class GraphQLApp(GraphQL[Context, None]):
-    def __init__(self, schema: Any, *, db: Database, settings: Settings) -> None:
+    def __init__(
+        self, schema: Any, *, db: Database, settings: Settings, services: Services
+    ) -> None:
         super().__init__(
             schema,
             graphql_ide="graphiql" if settings.graphiql_enabled else None,
@@ -79,15 +86,24 @@ class GraphQLApp(GraphQL[Context, None]):
         )
         self.db = db
         self.settings = settings
+        self.services = services
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        context = Context(db=self.db, settings=self.settings, request=request, response=response)
+        context = Context(
+            db=self.db,
+            settings=self.settings,
+            services=self.services,
+            request=request,
+            response=response,
+            client_ip=request.client.host if request.client else "unknown",
+        )
         context.sql = track_sql()
         request.state.shopql = context
         request.state.request_id = request_id_of(request)
         request.state.started = time.perf_counter()
         if isinstance(response, Response):
             response.headers["x-request-id"] = request.state.request_id
+            await authenticate(context, request.headers.get("authorization"))
         return context
 
     async def process_result(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 
-from resolvers import catalog as r
+from resolvers import node as r
 from resolvers.context import Context
 from schema.relay import Node
 

@@ -32,6 +32,7 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 CATALOG_PRODUCTS = 150
 CATALOG_SEED = 7
 PG_PREFIX = "shopql_t_"
+TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ async def fresh_db(fresh_url: str) -> AsyncIterator[Database]:
 
 
 def make_client(db: Database, **settings: Any) -> httpx.AsyncClient:
-    options: dict[str, Any] = {"database_url": db.url, "debug": True}
+    options: dict[str, Any] = {"database_url": db.url, "debug": True, "secret_key": TEST_SECRET}
     options.update(settings)
     app = create_app(Settings(**options), db=db)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shop.test")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import TEST_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOPQL = str(Path(sys.executable).parent / "shopql")
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.skipif(
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPQL_", "DATABASE_"))}
     env["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path}/shop.db"
+    env["SECRET_KEY"] = TEST_SECRET
     env.update(extra)
     return env
 

@@ -24,8 +24,10 @@ API_MD = ROOT.parent / "shared" / "API.md"
 # Root fields this release implements; each must match API.md exactly.
 IMPLEMENTED_QUERY_FIELDS = {
     "node", "nodes", "product", "products", "variant", "category", "categories",
-    "collection", "collections",
+    "collection", "collections", "me",
 }  # fmt: skip
+# Contract fields that land with a later issue (checkout and orders, #4).
+PENDING = {("User", "orders")}
 
 
 def test_committed_schema_is_current() -> None:
@@ -72,6 +74,9 @@ def test_schema_keeps_the_contract_names_and_shapes() -> None:
             assert {i.name for i in expected.interfaces} <= {i.name for i in actual.interfaces}
             for field_name, field in expected.fields.items():
                 if name == "Query" and field_name not in IMPLEMENTED_QUERY_FIELDS:
+                    continue
+                if (name, field_name) in PENDING:
+                    assert field_name not in actual.fields, f"{name}.{field_name} landed"
                     continue
                 assert field_name in actual.fields, f"{name}.{field_name} is missing"
                 got = actual.fields[field_name]

@@ -12,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from conftest import DatabaseFactory
 
+import models.accounts.tables
 import models.catalog.tables  # noqa: F401
 from models.db import Database, metadata
 from models.migrate import include_name, pending, upgrade
