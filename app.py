@@ -21,6 +21,7 @@ from starlette.routing import Route, WebSocketRoute
 from models.accounts.passwords import Passwords
 from models.db import Database
 from models.mail import Mailer, SmtpConfig
+from models.payments.gateways import DummyGateway
 from models.settings import Settings, SettingsError
 from models.throttle import MemoryThrottle
 from resolvers.context import Services
@@ -102,6 +103,7 @@ def create_services(settings: Settings, db: Database) -> Services:
             sender=settings.mail_from,
             smtp=SmtpConfig.from_url(settings.smtp_url) if settings.smtp_url else None,
         ),
+        gateways={"dummy": DummyGateway(db)},
     )
 
 

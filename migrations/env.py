@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from alembic import context
 
+# Importing the table modules registers their tables on the shared metadata.
 import models.accounts.tables
-import models.catalog.tables  # noqa: F401
+import models.catalog.tables
+import models.checkout.tables
+import models.orders.tables
+import models.payments.tables  # noqa: F401
 from models.db import metadata
 from models.migrate import include_name
 

@@ -332,6 +332,7 @@ async def seed_catalog(
         collection_rows, links = _build_collections(rng, products)
         await _insert(conn, t.collections, collection_rows)
         await _insert(conn, t.collection_products, links)
+        await seed_shipping_and_promos(conn, currency=currency)
         if not db.is_sqlite:
             for table in (t.categories, t.products, t.variants, t.images, t.collections):
                 await conn.execute(
@@ -347,3 +348,41 @@ async def seed_catalog(
         images=totals["images"],
         collections=len(collection_rows),
     )
+
+
+# Shipping methods and promo codes of the demo shop (not random: documented in the README).
+DEMO_SHIPPING = (
+    ("Standard", 499, "US CA MX", 5000),
+    ("Express", 1499, "US CA", None),
+    ("EU Standard", 899, "DE FR IT ES NL BE AT PL SE DK FI IE PT", 7500),
+    ("International", 2499, "GB AU NZ JP CH NO", None),
+)
+DEMO_PROMOS = (
+    # code, kind, value (basis points or minor units), minimum subtotal, usage limit, once each
+    ("WELCOME10", "PERCENTAGE", 1000, 0, None, True),
+    ("SAVE5", "FIXED", 500, 2500, None, False),
+    ("SUMMER25", "PERCENTAGE", 2500, 10000, 1000, False),
+)
+
+
+async def seed_shipping_and_promos(conn: AsyncConnection, *, currency: str) -> None:
+    from models.checkout.tables import promo_codes, shipping_methods
+
+    now = BASE_TIME
+    await conn.execute(
+        shipping_methods.insert(),
+        [
+            {"name": name, "price_amount": price, "currency": currency, "countries": countries,
+             "free_above_amount": free, "created_at": now, "updated_at": now}
+            for name, price, countries, free in DEMO_SHIPPING
+        ],
+    )  # fmt: skip
+    await conn.execute(
+        promo_codes.insert(),
+        [
+            {"code": code, "kind": kind, "value": value, "currency": currency,
+             "min_subtotal_amount": minimum, "usage_limit": limit, "once_per_customer": once,
+             "created_at": now, "updated_at": now}
+            for code, kind, value, minimum, limit, once in DEMO_PROMOS
+        ],
+    )  # fmt: skip

@@ -3,6 +3,7 @@ services it carries."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -14,6 +15,8 @@ from models.catalog.loaders import CatalogLoaders
 from models.db import Database, SqlStats
 from models.errors import Forbidden, NotAuthenticated
 from models.mail import Mailer
+from models.orders.loaders import CommerceLoaders
+from models.payments.gateways import Gateway
 from models.settings import Settings
 from models.throttle import Throttle
 
@@ -25,6 +28,7 @@ class Services:
     passwords: Passwords
     login_throttle: Throttle
     mailer: Mailer
+    gateways: Mapping[str, Gateway]
 
 
 @dataclass(eq=False)
@@ -40,11 +44,13 @@ class Context:
     # Set when the request carried a token that is invalid, expired or revoked.
     auth_error: str | None = None
     client_ip: str = "unknown"
+    # Per-request memo for values computed once (totals, shipping methods).
+    cache: dict[str, Any] = field(default_factory=dict)
 
     def sign_in(self, user: UserRecord, session_id: str) -> None:
         """The request continues as `user` (payload fields resolve with their rights)."""
         self.viewer, self.session_id, self.auth_error = user, session_id, None
-        for cached in ("catalog", "accounts"):
+        for cached in ("catalog", "accounts", "commerce"):
             self.__dict__.pop(cached, None)
 
     def require_viewer(self) -> UserRecord:
@@ -67,6 +73,15 @@ class Context:
     @cached_property
     def catalog(self) -> CatalogLoaders:
         return CatalogLoaders(self.db, published_only=not self.can_see_unpublished)
+
+    @cached_property
+    def commerce(self) -> CommerceLoaders:
+        viewer = self.viewer
+        return CommerceLoaders(
+            self.db,
+            viewer_id=viewer.id if viewer else None,
+            all_orders=viewer is not None and viewer.has("MANAGE_ORDERS"),
+        )
 
     @cached_property
     def accounts(self) -> AccountLoaders:

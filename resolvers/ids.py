@@ -9,14 +9,22 @@ from models.errors import InvalidInput
 
 MAX_ID_LENGTH = 200
 # Types whose key is an integer primary key.
-INT_KEYED = frozenset({"Product", "ProductVariant", "Category", "Collection", "User", "Address"})
+INT_KEYED = frozenset(
+    {
+        "Product", "ProductVariant", "Category", "Collection", "User", "Address",
+        "CheckoutLine", "Order", "OrderLine", "Payment", "ShippingMethod",
+    }
+)  # fmt: skip
+# Checkouts are keyed by their unguessable token, never by a sequential number.
+TOKEN_KEYED = frozenset({"Checkout"})
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 def encode(type_name: str, key: int | str) -> str:
     return base64.b64encode(f"{type_name}:{key}".encode()).decode()
 
 
-def decode_any(gid: str, *, field: str = "id") -> tuple[str, int]:
+def decode_any(gid: str, *, field: str = "id") -> tuple[str, int | str]:
     """(type name, key) of any known global ID, or InvalidInput."""
     invalid = InvalidInput(f"`{field}` is not a valid ID", field=field)
     if not isinstance(gid, str) or not 0 < len(gid) <= MAX_ID_LENGTH:
@@ -26,7 +34,13 @@ def decode_any(gid: str, *, field: str = "id") -> tuple[str, int]:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise invalid from None
     type_name, sep, key = raw.partition(":")
-    if not sep or type_name not in INT_KEYED or not key.isascii() or not key.isdigit():
+    if not sep:
+        raise invalid
+    if type_name in TOKEN_KEYED:
+        if not 16 <= len(key) <= 64 or set(key) - _TOKEN_CHARS:
+            raise invalid
+        return type_name, key
+    if type_name not in INT_KEYED or not key.isascii() or not key.isdigit():
         raise invalid
     number = int(key)
     if not 0 < number < 2**63 or key != str(number):
@@ -34,9 +48,22 @@ def decode_any(gid: str, *, field: str = "id") -> tuple[str, int]:
     return type_name, number
 
 
-def decode(gid: str, type_name: str, *, field: str = "id") -> int:
-    """The key of a global ID that must be of `type_name`."""
+def _typed(gid: str, type_name: str, field: str) -> int | str:
     found, key = decode_any(gid, field=field)
     if found != type_name:
         raise InvalidInput(f"`{field}` must be the ID of a {type_name}", field=field)
+    return key
+
+
+def decode(gid: str, type_name: str, *, field: str = "id") -> int:
+    """The key of a global ID that must be of the int-keyed `type_name`."""
+    key = _typed(gid, type_name, field)
+    assert isinstance(key, int)
+    return key
+
+
+def decode_token(gid: str, type_name: str, *, field: str = "id") -> str:
+    """The token of a global ID that must be of the token-keyed `type_name`."""
+    key = _typed(gid, type_name, field)
+    assert isinstance(key, str)
     return key

@@ -14,16 +14,25 @@ from resolvers.context import Context
 MAX_NODES = 100
 
 
+_LOADERS = {
+    "Product": lambda ctx: ctx.catalog.product_by_id,
+    "ProductVariant": lambda ctx: ctx.catalog.variant_by_id,
+    "Category": lambda ctx: ctx.catalog.category_by_id,
+    "Collection": lambda ctx: ctx.catalog.collection_by_id,
+    "User": lambda ctx: ctx.accounts.user_by_id,
+    "Address": lambda ctx: ctx.accounts.address_by_id,
+    "Checkout": lambda ctx: ctx.commerce.checkout_by_token,
+    "Order": lambda ctx: ctx.commerce.order_by_id,
+    "Payment": lambda ctx: ctx.commerce.payment_by_id,
+    "ShippingMethod": lambda ctx: ctx.commerce.shipping_method_by_id,
+}
+
+
 def _loader(ctx: Context, type_name: str) -> Any:
-    catalog, accounts = ctx.catalog, ctx.accounts
-    return {
-        "Product": lambda: catalog.product_by_id,
-        "ProductVariant": lambda: catalog.variant_by_id,
-        "Category": lambda: catalog.category_by_id,
-        "Collection": lambda: catalog.collection_by_id,
-        "User": lambda: accounts.user_by_id,
-        "Address": lambda: accounts.address_by_id,
-    }[type_name]()
+    found = _LOADERS.get(type_name)
+    if found is None:  # a real type that is not a Node (CheckoutLine, OrderLine)
+        raise InvalidInput("`id` is not the ID of an object `node` can fetch", field="id")
+    return found(ctx)
 
 
 async def node(ctx: Context, gid: str) -> object | None:

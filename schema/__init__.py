@@ -11,11 +11,13 @@ from strawberry.tools import merge_types
 
 from schema.accounts import AccountMutation, AccountQuery, Address, User
 from schema.catalog import CatalogQuery, Category, Collection, Product, ProductVariant
+from schema.checkout import Checkout, CheckoutMutation, CheckoutQuery, ShippingMethod
 from schema.node import NodeQuery
+from schema.orders import Order, OrderQuery, Payment
 from schema.scalars import DECIMAL_SCALAR
 
-Query = merge_types("Query", (NodeQuery, CatalogQuery, AccountQuery))
-Mutation = merge_types("Mutation", (AccountMutation,))
+Query = merge_types("Query", (NodeQuery, CatalogQuery, AccountQuery, CheckoutQuery, OrderQuery))
+Mutation = merge_types("Mutation", (AccountMutation, CheckoutMutation))
 
 
 class ShopSchema(strawberry.Schema):
@@ -27,7 +29,18 @@ def build_schema(*, debug: bool = False) -> strawberry.Schema:
     return ShopSchema(
         query=Query,
         mutation=Mutation,
-        types=[Product, ProductVariant, Category, Collection, User, Address],
+        types=[
+            Product,
+            ProductVariant,
+            Category,
+            Collection,
+            User,
+            Address,
+            Checkout,
+            Order,
+            Payment,
+            ShippingMethod,
+        ],
         config=StrawberryConfig(
             disable_field_suggestions=not debug, scalar_map={Decimal: DECIMAL_SCALAR}
         ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from strawberry.types import Info
@@ -16,7 +16,10 @@ from models.errors import Problem
 from resolvers import accounts as r
 from resolvers import ids
 from resolvers.context import Context
-from schema.relay import Node
+from schema.relay import Connection, Node
+
+if TYPE_CHECKING:
+    from schema.orders import Order
 
 Ctx = Info[Context, None]
 
@@ -100,6 +103,24 @@ def _field(resolver: Any, graphql_type: Any, **kw: Any) -> Any:
     return strawberry.field(resolver=resolver, graphql_type=graphql_type, **kw)
 
 
+async def _user_orders(
+    root: strawberry.Parent[UserRecord],
+    info: Ctx,
+    first: int | None = None,
+    after: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
+) -> Any:
+    from resolvers.orders import user_orders
+
+    return await user_orders(
+        info.context, root.id, first=first, after=after, last=last, before=before
+    )
+
+
+OrderConnection = Connection[Annotated["Order", strawberry.lazy("schema.orders")]]
+
+
 @strawberry.type
 class User(Node):
     id: strawberry.ID = _gid("User")
@@ -110,6 +131,7 @@ class User(Node):
     permissions: list[Permission] = _field(_permissions, list[Permission])
     addresses: list[Address] = _field(_addresses, list[Address])
     default_shipping_address: Address | None = _field(_default_shipping, Address | None)
+    orders: OrderConnection = _field(_user_orders, OrderConnection, description="Newest first.")
     date_joined: datetime
 
     @classmethod

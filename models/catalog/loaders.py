@@ -67,6 +67,14 @@ class CatalogLoaders:
         )
 
     @cached_property
+    def any_variant_by_id(self) -> DataLoader[int, VariantRecord | None]:
+        """Variants whatever their product's visibility: for lines of checkouts and
+        orders the viewer may already read."""
+        return self._by_key(
+            lambda conn, ids: q.variants_by_ids(conn, ids=ids, published_only=False)
+        )
+
+    @cached_property
     def variants_by_product_id(self) -> DataLoader[int, list[VariantRecord]]:
         return self._by_key(lambda conn, ids: q.variants_by_product_ids(conn, product_ids=ids), ())
 

@@ -13,7 +13,10 @@ from alembic.runtime.migration import MigrationContext
 from conftest import DatabaseFactory
 
 import models.accounts.tables
-import models.catalog.tables  # noqa: F401
+import models.catalog.tables
+import models.checkout.tables
+import models.orders.tables
+import models.payments.tables  # noqa: F401
 from models.db import Database, metadata
 from models.migrate import include_name, pending, upgrade
 

@@ -1,0 +1,130 @@
+"""Payment gateways behind one small interface.
+
+A gateway must be idempotent by key: charging again with the same idempotency key returns
+the first outcome and never charges twice. That is what makes checkoutComplete safe to
+retry after a crash between the charge and the order.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import sqlalchemy as sa
+
+from models.db import Database, utcnow
+from models.payments.tables import dummy_charges
+
+Outcome = Literal["succeeded", "declined", "invalid", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeResult:
+    outcome: Outcome
+    reference: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    ok: bool
+    message: str = ""
+
+
+class Gateway(Protocol):
+    name: str
+
+    def accepts(self, token: str) -> bool:
+        """Cheap syntax check of a payment token, before any stock is reserved."""
+        ...
+
+    async def charge(
+        self, *, amount: int, currency: str, token: str, idempotency_key: str
+    ) -> ChargeResult: ...
+
+    async def refund(
+        self, *, reference: str, amount: int, currency: str, idempotency_key: str
+    ) -> RefundResult: ...
+
+
+class DummyGateway:
+    """Development and test gateway with Stripe's test tokens. It keeps its own ledger
+    (as a real PSP would on its side), written in its own transaction."""
+
+    name = "dummy"
+    SUCCEEDS = frozenset({"tok_visa", "tok_mastercard"})
+    DECLINES = {
+        "tok_chargeDeclined": "Your card was declined.",
+        "tok_chargeDeclinedInsufficientFunds": "Your card has insufficient funds.",
+        "tok_chargeDeclinedExpiredCard": "Your card has expired.",
+    }
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def accepts(self, token: str) -> bool:
+        return token in self.SUCCEEDS or token in self.DECLINES
+
+    async def charge(
+        self, *, amount: int, currency: str, token: str, idempotency_key: str
+    ) -> ChargeResult:
+        if not self.accepts(token):
+            return ChargeResult("invalid", message="unknown payment token")
+        outcome = "succeeded" if token in self.SUCCEEDS else "declined"
+        async with self.db.transaction() as conn:
+            known = (
+                await conn.execute(
+                    sa.select(dummy_charges).where(
+                        dummy_charges.c.idempotency_key == idempotency_key
+                    )
+                )
+            ).first()
+            if known is None:
+                reference = f"dummy_{secrets.token_hex(12)}"
+                await conn.execute(
+                    dummy_charges.insert().values(
+                        idempotency_key=idempotency_key,
+                        reference=reference,
+                        amount=amount,
+                        currency=currency,
+                        outcome=outcome,
+                        created_at=utcnow(),
+                    )
+                )
+            else:
+                reference, outcome = known.reference, known.outcome
+        if outcome == "succeeded":
+            return ChargeResult("succeeded", reference)
+        return ChargeResult("declined", reference, self.DECLINES.get(token, "declined"))
+
+    async def refund(
+        self, *, reference: str, amount: int, currency: str, idempotency_key: str
+    ) -> RefundResult:
+        async with self.db.transaction() as conn:
+            result = await conn.execute(
+                dummy_charges.update()
+                .where(
+                    dummy_charges.c.reference == reference,
+                    dummy_charges.c.outcome == "succeeded",
+                    dummy_charges.c.refunded_amount + amount <= dummy_charges.c.amount,
+                )
+                .values(refunded_amount=dummy_charges.c.refunded_amount + amount)
+            )
+        if result.rowcount != 1:
+            return RefundResult(False, "nothing left to refund on this charge")
+        return RefundResult(True)
+
+    async def charges_for(self, idempotency_key: str) -> int:
+        """How many charges exist for a key (0 or 1): the tests' view of the PSP."""
+        async with self.db.read() as conn:
+            return int(
+                (
+                    await conn.execute(
+                        sa.select(sa.func.count()).where(
+                            dummy_charges.c.idempotency_key == idempotency_key,
+                            dummy_charges.c.outcome == "succeeded",
+                        )
+                    )
+                ).scalar_one()
+            )
