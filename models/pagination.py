@@ -12,7 +12,7 @@ import base64
 import binascii
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
 import orjson
@@ -126,10 +126,10 @@ def decode_cursor(cursor: str, sort: SortKey, *, field: str) -> tuple[Any, int]:
     if not (isinstance(payload, list) and len(payload) == 3 and payload[0] == sort.code):
         raise invalid
     _, value, row_id = payload
-    if type(row_id) is not int or not 0 < row_id < 2**63:
+    if type(row_id) is not int or not 0 < row_id < 2**31:
         raise invalid
     kind = sort.kind
-    if kind == "str" and isinstance(value, str):
+    if kind == "str" and isinstance(value, str) and "\x00" not in value:
         return value, row_id
     if kind == "int" and type(value) is int and abs(value) < 2**63:
         return value, row_id
@@ -138,10 +138,10 @@ def decode_cursor(cursor: str, sort: SortKey, *, field: str) -> tuple[Any, int]:
     if kind == "datetime" and isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
-        except ValueError:
+            if parsed.tzinfo is not None:
+                return parsed.astimezone(UTC), row_id
+        except (ValueError, OverflowError):
             raise invalid from None
-        if parsed.tzinfo is not None:
-            return parsed, row_id
     raise invalid
 
 

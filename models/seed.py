@@ -333,6 +333,8 @@ async def seed_catalog(
         await _insert(conn, t.collections, collection_rows)
         await _insert(conn, t.collection_products, links)
         await seed_shipping_and_promos(conn, currency=currency)
+        # Fresh statistics, so the planners pick the sort index for category pages.
+        await conn.exec_driver_sql("ANALYZE")
         if not db.is_sqlite:
             for table in (t.categories, t.products, t.variants, t.images, t.collections):
                 await conn.execute(

@@ -112,8 +112,8 @@ def product_query(
 def _one_of(id: str | None, other: str | None, other_name: str) -> None:
     if (id is None) == (other is None):
         raise InvalidInput(f"pass exactly one of `id` and `{other_name}`", field="id")
-    if other is not None and len(other) > MAX_SLUG_LENGTH:
-        raise InvalidInput(f"`{other_name}` is too long", field=other_name)
+    if other is not None and (len(other) > MAX_SLUG_LENGTH or "\x00" in other):
+        raise InvalidInput(f"`{other_name}` is too long or not text", field=other_name)
 
 
 async def products(

@@ -382,7 +382,7 @@ async def _promo_problem(
 
 async def checkout_promo_code_apply(ctx: Context, gid: str, code: str) -> CheckoutResult:
     normalized = code.strip().upper()
-    if not normalized or len(normalized) > MAX_PROMO_LENGTH:
+    if not normalized or len(normalized) > MAX_PROMO_LENGTH or not normalized.isprintable():
         return CheckoutResult(errors=_fail("PROMO_CODE_INVALID", "no such promo code", "promoCode"))
     async with ctx.db.transaction() as conn:
         checkout = await _open_checkout(ctx, conn, gid)

@@ -8,6 +8,10 @@ import binascii
 from models.errors import InvalidInput
 
 MAX_ID_LENGTH = 200
+# Primary keys are 32-bit INTEGERs; a well-formed key above that names nothing, so it
+# decodes to MISSING, which no row has (never a driver overflow error).
+MAX_PRIMARY_KEY = 2**31 - 1
+MISSING = -1
 # Types whose key is an integer primary key.
 INT_KEYED = frozenset(
     {
@@ -45,7 +49,7 @@ def decode_any(gid: str, *, field: str = "id") -> tuple[str, int | str]:
     number = int(key)
     if not 0 < number < 2**63 or key != str(number):
         raise invalid
-    return type_name, number
+    return type_name, number if number <= MAX_PRIMARY_KEY else MISSING
 
 
 def _typed(gid: str, type_name: str, field: str) -> int | str:

@@ -4,11 +4,13 @@ error codes, masking and debug extensions."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from typing import Any
 
 import orjson
+from cross_web import HTTPException
 from graphql import GraphQLError, GraphQLSyntaxError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,6 +28,14 @@ from resolvers.context import Context, Services
 logger = logging.getLogger("shopql.graphql")
 
 MASKED_MESSAGE = "Internal server error"
+# graphql-core's messages for a variable *value* the client sent that does not fit (the
+# document is fine: BAD_USER_INPUT); other "Variable '$x' ..." messages are about the
+# document itself (GRAPHQL_VALIDATION_FAILED).
+_BAD_VARIABLE_VALUE = re.compile(
+    r"Variable '\$[^']*' (got invalid value|has invalid value|of required type .* was not "
+    r"provided|of non-null type .* must not be null)",
+    re.S,
+)
 MAX_REQUEST_ID = 128
 
 
@@ -45,7 +55,7 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
         # Raised before execution: syntax, validation, or variable coercion.
         if isinstance(error, GraphQLSyntaxError):
             extensions.setdefault("code", "GRAPHQL_PARSE_FAILED")
-        elif error.message.startswith("Variable '$"):
+        elif _BAD_VARIABLE_VALUE.match(error.message):
             extensions.setdefault("code", "BAD_USER_INPUT")
         else:
             extensions.setdefault("code", "GRAPHQL_VALIDATION_FAILED")
@@ -126,3 +136,14 @@ class GraphQLApp(GraphQL[Context, None]):
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
+
+    def decode_json(self, data: str | bytes) -> object:
+        """orjson refuses what is not valid Unicode (lone surrogates), and the body must
+        be a JSON object (or a batch list) before strawberry reads it."""
+        try:
+            decoded = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise HTTPException(400, "Unable to parse request body as JSON") from None
+        if not isinstance(decoded, dict | list):
+            raise HTTPException(400, "The request body must be a JSON object")
+        return decoded

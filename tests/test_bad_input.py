@@ -16,13 +16,12 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import CATALOG_PRODUCTS, TEST_DATABASE_URL, make_client
+from conftest import CATALOG_PRODUCTS, make_client
 
 from app import create_app
 from models.db import Database
 from models.settings import Settings
 
-ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
 MODES = ["literal", "variables"]
 # Internals that must never reach a client. "SELECT" is matched case-sensitively: "select"
 # is an ordinary word of validation messages ("must have a selection of subfields").
@@ -31,19 +30,6 @@ LEAKS_ANY_CASE = ("sqlite", "asyncpg", "sqlalchemy")
 CONNECTIONS = ("products", "categories", "collections")
 
 # Bugs that only PostgreSQL shows (the same inputs pass on SQLite).
-PG_INT4 = pytest.mark.xfail(
-    ON_POSTGRES,
-    reason="primary keys are INTEGER on PostgreSQL but resolvers/ids.py and "
-    "models/pagination.py accept keys up to 2**63-1: asyncpg rejects the bound parameter "
-    "(value out of int32 range) -> INTERNAL_SERVER_ERROR",
-    strict=True,
-)
-PG_NUL = pytest.mark.xfail(
-    ON_POSTGRES,
-    reason='PostgreSQL text cannot hold "\\u0000": the string reaches asyncpg unchecked '
-    "(invalid byte sequence for encoding UTF8: 0x00) -> INTERNAL_SERVER_ERROR",
-    strict=True,
-)
 
 
 def gid(type_name: str, key: object) -> str:
@@ -251,12 +237,6 @@ async def test_cursor_from_another_list_or_order_is_bad_user_input(
     )
 
 
-DATE_OVERFLOW = pytest.mark.xfail(
-    reason="models/pagination.py decode_cursor accepts any aware datetime; "
-    "UTCDateTime.process_bind_param (models/db.py) then overflows in astimezone(UTC) "
-    "-> OverflowError -> INTERNAL_SERVER_ERROR",
-    strict=True,
-)
 HAND_MADE_CURSORS = [
     pytest.param("NAME", ["NAME", "M", 1], id="sane-name"),
     pytest.param("PRICE", ["PRICE", 2**62, 1], id="huge-price"),
@@ -264,16 +244,14 @@ HAND_MADE_CURSORS = [
         "CREATED_AT",
         ["CREATED_AT", "9999-12-31T23:00:00-14:00", 1],
         id="date-past-9999-in-utc",
-        marks=DATE_OVERFLOW,
     ),
     pytest.param(
         "CREATED_AT",
         ["CREATED_AT", "0001-01-01T00:00:00+14:00", 1],
         id="date-before-year-1-in-utc",
-        marks=DATE_OVERFLOW,
     ),
-    pytest.param("NAME", ["NAME", "a\u0000b", 1], id="nul-in-name", marks=PG_NUL),
-    pytest.param("NAME", ["NAME", "M", 2**31], id="id-beyond-int32", marks=PG_INT4),
+    pytest.param("NAME", ["NAME", "a\u0000b", 1], id="nul-in-name"),
+    pytest.param("NAME", ["NAME", "M", 2**31], id="id-beyond-int32"),
 ]
 
 
@@ -399,8 +377,8 @@ async def test_the_same_ids_resolve_where_their_type_is_expected(
 
 MISSING_KEYS = [
     pytest.param(999_999, id="key-999999"),
-    pytest.param(2**31, id="key-2**31", marks=PG_INT4),
-    pytest.param(2**63 - 1, id="key-2**63-1", marks=PG_INT4),
+    pytest.param(2**31, id="key-2**31"),
+    pytest.param(2**63 - 1, id="key-2**63-1"),
 ]
 # target -> (the ID's type, the answer for an object that does not exist)
 MISSING_ANSWERS: dict[str, tuple[str, Any]] = {
@@ -467,7 +445,7 @@ async def test_overlong_slug_or_sku_is_bad_user_input(
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
-    ("field", "type_name", "key"), [pytest.param(*lookup, marks=PG_NUL) for lookup in LOOKUPS]
+    ("field", "type_name", "key"), [pytest.param(*lookup) for lookup in LOOKUPS]
 )
 async def test_nul_character_in_slug_or_sku_finds_nothing(
     client: httpx.AsyncClient, field: str, type_name: str, key: str, mode: str
@@ -537,21 +515,12 @@ OVERLONG_SEARCHES = {
     "10000-operators": '"*' * 5000,
     "10000-spaces": " " * 10_000,
 }
-BLANK_SEARCH_SKIPS_LIMIT = pytest.mark.xfail(
-    reason="models/catalog/queries.py ProductQuery only calls search_terms (which holds the "
-    "256-character check) when search.strip() is non-empty, so a blank search of any length "
-    "is accepted",
-    strict=True,
-)
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     "text",
-    [
-        pytest.param(text, id=name, marks=BLANK_SEARCH_SKIPS_LIMIT if not text.strip() else ())
-        for name, text in OVERLONG_SEARCHES.items()
-    ],
+    [pytest.param(text, id=name) for name, text in OVERLONG_SEARCHES.items()],
 )
 async def test_overlong_search_is_bad_user_input(
     client: httpx.AsyncClient, text: str, mode: str
@@ -801,14 +770,6 @@ async def test_invalid_document_is_a_validation_error(
     assert body.get("data") is None
 
 
-VARIABLE_CODE_BUG = pytest.mark.xfail(
-    reason="schema/http.py format_error gives BAD_USER_INPUT to every pre-execution error "
-    'whose message starts with "Variable \'$", which includes the validation errors about '
-    "how variables are declared and used (these are GRAPHQL_VALIDATION_FAILED)",
-    strict=True,
-)
-
-
 @pytest.mark.parametrize(
     ("query", "variables"),
     [
@@ -818,7 +779,6 @@ VARIABLE_CODE_BUG = pytest.mark.xfail(
         ("query($p: Product) { products { nodes { id } } }", {}),
     ],
 )
-@VARIABLE_CODE_BUG
 async def test_badly_declared_variable_is_a_validation_error(
     client: httpx.AsyncClient, query: str, variables: dict[str, Any]
 ) -> None:
@@ -838,21 +798,12 @@ async def lenient_client(catalog_db: Database) -> AsyncIterator[httpx.AsyncClien
         yield client
 
 
-SURROGATE_CRASH = pytest.mark.xfail(
-    reason="schema/http.py GraphQLApp decodes request bodies with json.loads, which accepts "
-    'a lone surrogate such as "\\ud800"; the string then crashes the database driver '
-    "(UnicodeEncodeError -> INTERNAL_SERVER_ERROR) or orjson when an error message echoes it "
-    "(TypeError -> HTTP 500)",
-    strict=True,
-)
 LONE_SURROGATE = "shirt\ud800"
 SURROGATE_CASES = [
-    pytest.param("product(slug: $v) { id }", "String", LONE_SURROGATE, id="slug",
-                 marks=SURROGATE_CRASH),
-    pytest.param("variant(sku: $v) { id }", "String", LONE_SURROGATE, id="sku",
-                 marks=SURROGATE_CRASH),
+    pytest.param("product(slug: $v) { id }", "String", LONE_SURROGATE, id="slug"),
+    pytest.param("variant(sku: $v) { id }", "String", LONE_SURROGATE, id="sku"),
     pytest.param("products(sortBy: $v) { nodes { id } }", "ProductSortBy",
-                 {"field": LONE_SURROGATE, "direction": "ASC"}, id="enum", marks=SURROGATE_CRASH),
+                 {"field": LONE_SURROGATE, "direction": "ASC"}, id="enum"),
     pytest.param("products(search: $v) { nodes { id } }", "String", LONE_SURROGATE, id="search"),
     pytest.param("products(after: $v) { nodes { id } }", "String", LONE_SURROGATE, id="cursor"),
     pytest.param("node(id: $v) { id }", "ID!", LONE_SURROGATE, id="id"),

@@ -132,22 +132,14 @@ async def test_post_with_malformed_fields_is_400(
     assert response.status_code == 400
 
 
-NON_OBJECT_BODY = pytest.mark.xfail(
-    reason="strawberry's parse_http_body calls data.get('query') on whatever JSON it decoded; "
-    "a body that is a JSON string, number, boolean or null raises AttributeError -> HTTP 500. "
-    "schema/http.py GraphQLApp does not guard against it",
-    strict=True,
-)
-
-
 @pytest.mark.parametrize(
     "content",
     [
         pytest.param(b"[]", id="list"),
-        pytest.param(b'"{ __typename }"', id="string", marks=NON_OBJECT_BODY),
-        pytest.param(b"null", id="null", marks=NON_OBJECT_BODY),
-        pytest.param(b"42", id="number", marks=NON_OBJECT_BODY),
-        pytest.param(b"true", id="boolean", marks=NON_OBJECT_BODY),
+        pytest.param(b'"{ __typename }"', id="string"),
+        pytest.param(b"null", id="null"),
+        pytest.param(b"42", id="number"),
+        pytest.param(b"true", id="boolean"),
     ],
 )
 async def test_post_with_a_json_body_that_is_not_an_object_is_400(
