@@ -15,21 +15,23 @@ the same key converge on the same order; another key on a completed checkout is 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 from models.checkout import pricing
 from models.checkout import queries as q
 from models.checkout.pricing import PromoRecord, ShippingMethodRecord, Totals
 from models.checkout.queries import MAX_LINES, MAX_QUANTITY, CheckoutLineRecord, CheckoutRecord
-from models.db import utcnow
+from models.db import Database, utcnow
 from models.errors import InvalidInput, Problem
 from models.orders import queries as oq
 from models.orders.queries import OrderRecord
-from models.payments.gateways import ChargeResult
+from models.payments.gateways import ChargeResult, Gateway
 from resolvers import ids
 from resolvers.accounts import AddressInput, clean_address, normalize_email
 from resolvers.context import Context
@@ -661,18 +663,24 @@ async def resume(ctx: Context, key: str, payment_token: str) -> CompleteResult:
                 "the payment provider could not be reached; retry with the same idempotency key",
             )
         )
-    await settle(ctx, attempt, charge)
+    await settle(ctx.db, attempt, charge)
     async with ctx.db.read() as conn:
         final = await q.attempt_by_key(conn, key=key)
     assert final is not None
     return await _outcome(ctx, final)
 
 
-async def settle(ctx: Context, attempt: q.AttemptRecord, charge: ChargeResult) -> None:
+async def settle(db: Database, attempt: q.AttemptRecord, charge: ChargeResult) -> None:
     """Step 3: exactly one caller moves the attempt on; the others find it done."""
+    # A concurrent call with the same key may have settled it first; its outcome stands.
+    with contextlib.suppress(_AlreadySettledError):
+        await _settle(db, attempt, charge)
+
+
+async def _settle(db: Database, attempt: q.AttemptRecord, charge: ChargeResult) -> None:
     snap = attempt.snapshot
     quantities = {line["variant_id"]: line["quantity"] for line in snap["lines"]}
-    async with ctx.db.transaction() as conn:
+    async with db.transaction() as conn:
         if charge.outcome == "succeeded":
             order_id = await oq.create_order(
                 conn,
@@ -693,7 +701,7 @@ async def settle(ctx: Context, attempt: q.AttemptRecord, charge: ChargeResult) -
             if not await q.finish_attempt(
                 conn, key=attempt.idempotency_key, state="COMPLETED", order_id=order_id
             ):
-                raise _AlreadySettled
+                raise _AlreadySettledError
             assert attempt.payment_id is not None
             await oq.settle_payment(
                 conn,
@@ -723,7 +731,7 @@ async def settle(ctx: Context, attempt: q.AttemptRecord, charge: ChargeResult) -
                 error_code=code,
                 error_message=charge.message[:300] or "the payment was declined",
             ):
-                raise _AlreadySettled
+                raise _AlreadySettledError
             await q.return_stock(conn, quantities=quantities)
             assert attempt.payment_id is not None
             await oq.settle_payment(
@@ -738,7 +746,28 @@ class _AlreadySettledError(Exception):
     """Another call settled the attempt first: roll this transaction back."""
 
 
-_AlreadySettled = _AlreadySettledError()
+async def recover_stale(
+    db: Database, gateways: Mapping[str, Gateway], *, older_than: timedelta
+) -> dict[str, int]:
+    """Settle completions abandoned between reserving and settling (the client never
+    retried): completed when the gateway holds a successful charge for the key,
+    otherwise released (stock back, checkout open). Run by `shopql recover-checkouts`."""
+    async with db.read() as conn:
+        stale = await q.stale_attempts(conn, older_than=utcnow() - older_than)
+    counts = {"completed": 0, "released": 0, "skipped": 0}
+    for attempt in stale:
+        gateway = gateways.get(attempt.snapshot["gateway"])
+        lookup = getattr(gateway, "lookup", None)
+        if lookup is None:
+            counts["skipped"] += 1
+            logger.warning("cannot recover attempt on gateway %s", attempt.snapshot["gateway"])
+            continue
+        charge = await lookup(attempt.idempotency_key)
+        if charge is None or charge.outcome != "succeeded":
+            charge = ChargeResult("declined", None, "abandoned before the payment completed")
+        await settle(db, attempt, charge)
+        counts["completed" if charge.outcome == "succeeded" else "released"] += 1
+    return counts
 
 
 async def _outcome(ctx: Context, attempt: q.AttemptRecord) -> CompleteResult:

@@ -83,6 +83,9 @@ async def user_orders(
     ctx: Context, user_id: int, *, first: int | None, after: str | None, last: int | None,
     before: str | None,
 ) -> Page[OrderRecord]:  # fmt: skip
-    """A customer's orders, newest first (the user was already checked visible)."""
+    """A customer's orders, newest first: for that customer, or staff with MANAGE_ORDERS."""
+    viewer = ctx.require_viewer()
+    if viewer.id != user_id:
+        ctx.require_permission("MANAGE_ORDERS")
     window = q.order_window(PageArgs(first=first, after=after, last=last, before=before))
     return await ctx.commerce.orders_of(user_id, window)

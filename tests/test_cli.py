@@ -123,6 +123,10 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
         ("SHOPQL_CORS_ORIGINS", "*", "SHOPQL_CORS_ORIGINS"),
         ("DATABASE_URL", "mysql://x", "DATABASE_URL"),
         ("SHOPQL_DB_POOL_SIZE", "lots", "SHOPQL_DB_POOL_SIZE"),
+        ("SECRET_KEY", "too-short-a-secret", "SECRET_KEY"),
+        ("SECRET_KEY", "", "SECRET_KEY"),
+        ("SECRET_KEY", "shopql-development-secret-key-never-use-in-production", "SECRET_KEY"),
+        ("SHOPQL_SMTP_URL", "http://mail.example", "SHOPQL_SMTP_URL"),
     ],
 )
 def test_bad_configuration_is_refused_with_a_readable_message(

@@ -115,6 +115,21 @@ class DummyGateway:
             return RefundResult(False, "nothing left to refund on this charge")
         return RefundResult(True)
 
+    async def lookup(self, idempotency_key: str) -> ChargeResult | None:
+        """What became of a charge made with this key (None: it never reached us)."""
+        async with self.db.read() as conn:
+            known = (
+                await conn.execute(
+                    sa.select(dummy_charges).where(
+                        dummy_charges.c.idempotency_key == idempotency_key
+                    )
+                )
+            ).first()
+        if known is None:
+            return None
+        outcome: Outcome = "succeeded" if known.outcome == "succeeded" else "declined"
+        return ChargeResult(outcome, known.reference)
+
     async def charges_for(self, idempotency_key: str) -> int:
         """How many charges exist for a key (0 or 1): the tests' view of the PSP."""
         async with self.db.read() as conn:
