@@ -21,7 +21,9 @@ from starlette.routing import Route, WebSocketRoute
 from models.accounts.passwords import Passwords
 from models.db import Database
 from models.mail import Mailer, SmtpConfig
-from models.payments.gateways import DummyGateway
+from models.payments.gateways import DummyGateway, Gateway
+from models.payments.stripe_gateway import StripeGateway
+from models.payments.webhooks import stripe_webhook
 from models.settings import Settings, SettingsError
 from models.throttle import MemoryThrottle
 from resolvers.context import Services
@@ -35,11 +37,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     """Build the ASGI app. Tests pass their own settings (and may share a Database)."""
     settings = settings or Settings.from_env()
     database = db or Database(settings.database_url, pool_size=settings.db_pool_size)
+    services = create_services(settings, database)
     graphql = GraphQLApp(
-        build_schema(debug=settings.debug),
-        db=database,
-        settings=settings,
-        services=create_services(settings, database),
+        build_schema(debug=settings.debug), db=database, settings=settings, services=services
     )
 
     async def healthz(_request: Request) -> JSONResponse:
@@ -55,7 +55,12 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await services.passwords.warm_up()  # the dummy hash, before the first sign-in
         yield
+        for gateway in services.gateways.values():
+            close = getattr(gateway, "aclose", None)
+            if close is not None:
+                await close()
         if db is None:
             await database.dispose()
 
@@ -72,6 +77,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
                 max_age=600,
             )
         )
+    webhooks = []
+    if settings.stripe_webhook_secret:
+        webhook = stripe_webhook(database, secret=settings.stripe_webhook_secret)
+        webhooks.append(Route("/webhooks/stripe", webhook, methods=["POST"]))
     app = Starlette(
         debug=False,
         routes=[
@@ -79,16 +88,21 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            *webhooks,
         ],
         middleware=middleware,
         lifespan=lifespan,
     )
     app.state.db = database
     app.state.settings = settings
+    app.state.services = services
     return app
 
 
 def create_services(settings: Settings, db: Database) -> Services:
+    gateways: dict[str, Gateway] = {"dummy": DummyGateway(db)}
+    if settings.stripe_secret_key:
+        gateways["stripe"] = StripeGateway(settings.stripe_secret_key)
     return Services(
         passwords=Passwords(
             memory_kib=settings.argon2_memory_kib,
@@ -103,7 +117,7 @@ def create_services(settings: Settings, db: Database) -> Services:
             sender=settings.mail_from,
             smtp=SmtpConfig.from_url(settings.smtp_url) if settings.smtp_url else None,
         ),
-        gateways={"dummy": DummyGateway(db)},
+        gateways=gateways,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./shopql.db"
 # Only ever accepted in debug mode; production refuses to start without a real SECRET_KEY.
@@ -51,7 +51,7 @@ class Settings:
     currency: str = "USD"
     db_pool_size: int = 10
     graphiql: bool | None = None  # None: on in debug, off otherwise
-    secret_key: str = DEVELOPMENT_SECRET_KEY
+    secret_key: str = field(default=DEVELOPMENT_SECRET_KEY, repr=False)
     access_token_ttl: int = 15 * 60
     refresh_token_ttl: int = 30 * 24 * 3600
     password_reset_ttl: int = 3600
@@ -60,9 +60,11 @@ class Settings:
     argon2_memory_kib: int = 19 * 1024
     argon2_time_cost: int = 2
     hash_concurrency: int = 2
-    smtp_url: str | None = None
+    smtp_url: str | None = field(default=None, repr=False)  # may hold a password
     mail_from: str = "shop@localhost"
     password_reset_url: str | None = None
+    stripe_secret_key: str | None = field(default=None, repr=False)
+    stripe_webhook_secret: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if "*" in self.cors_origins:
@@ -124,4 +126,6 @@ class Settings:
             smtp_url=env.get("SHOPQL_SMTP_URL") or None,
             mail_from=env.get("SHOPQL_MAIL_FROM", "shop@localhost"),
             password_reset_url=env.get("SHOPQL_PASSWORD_RESET_URL") or None,
+            stripe_secret_key=env.get("STRIPE_SECRET_KEY", "").strip() or None,
+            stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", "").strip() or None,
         )

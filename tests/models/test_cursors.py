@@ -22,12 +22,12 @@ KEYS = {
     "datetime": SortKey("CREATED_AT", COL, ID, True, "datetime"),
 }
 VALUES = {
-    "str": st.text(max_size=50),
+    "str": st.text(st.characters(blacklist_characters="\x00"), max_size=50),
     "int": st.integers(0, 2**62),
     "float": st.floats(allow_nan=False, allow_infinity=False),
     "datetime": st.datetimes(timezones=st.just(UTC)),
 }
-ids = st.integers(1, 2**62)
+ids = st.integers(1, 2**31 - 1)
 
 
 @pytest.mark.parametrize("kind", list(KEYS))
@@ -71,6 +71,12 @@ def _raw(payload: str) -> str:
 def test_malformed_or_foreign_cursors_are_refused(cursor: str, kind: str) -> None:
     with pytest.raises(InvalidInput):
         decode_cursor(cursor, KEYS[kind], field="before")
+
+
+def test_names_with_nul_are_refused() -> None:
+    # PostgreSQL text cannot hold NUL: such a cursor is foreign, never a driver error.
+    with pytest.raises(InvalidInput):
+        decode_cursor(encode_cursor("NAME", "a\x00b", 1), KEYS["str"], field="after")
 
 
 def test_datetime_cursor_keeps_microseconds() -> None:
