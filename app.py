@@ -172,6 +172,19 @@ async def _migrate(settings: Settings) -> None:
         await db.dispose()
 
 
+async def _recover(settings: Settings, *, minutes: int) -> dict[str, int]:
+    from datetime import timedelta
+
+    from resolvers.checkout import recover_stale
+
+    db = Database(settings.database_url)
+    services = create_services(settings, db)
+    try:
+        return await recover_stale(db, services.gateways, older_than=timedelta(minutes=minutes))
+    finally:
+        await db.dispose()
+
+
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
@@ -248,6 +261,11 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--products", type=int, default=500, metavar="N")
     seed.add_argument("--seed", type=int, default=42, metavar="S")
     sub.add_parser("export-schema", help="print the GraphQL schema (SDL)")
+    recover = sub.add_parser(
+        "recover-checkouts",
+        help="settle checkout completions abandoned mid-way (run from cron)",
+    )
+    recover.add_argument("--older-than-minutes", type=int, default=15, metavar="M")
     admin = sub.add_parser("create-admin", help="create a staff user with every permission")
     admin.add_argument("--email", required=True)
     admin.add_argument(
@@ -272,6 +290,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
         print("Database is up to date.", file=sys.stderr)
+        return 0
+    if args.command == "recover-checkouts":
+        counts = asyncio.run(_recover(settings, minutes=max(1, args.older_than_minutes)))
+        print(
+            f"Recovered checkouts: {counts['completed']} completed, {counts['released']} "
+            f"released, {counts['skipped']} left for manual review.",
+            file=sys.stderr,
+        )
         return 0
     if args.command == "create-admin":
         return _create_admin_command(settings, args)
