@@ -130,7 +130,7 @@ async def test_unpublished_products_are_invisible_through_every_path(
 async def test_variant_by_id_and_sku(gql: GraphQL, ref: Catalog) -> None:
     p = ref.published_with_variants()[3]
     v = p.variants[-1]
-    query = "query($id: ID, $sku: String) { variant(id: $id, sku: $sku) { id sku name price { amount } quantityAvailable product { slug } } }"  # noqa: E501
+    query = "query($id: ID, $sku: String) { variant(id: $id, sku: $sku) { id sku name price { amount } quantityAvailable product { slug } } }"
     by_id = await gql(query, {"id": gid("ProductVariant", v["id"])})
     by_sku = await gql(query, {"sku": v["sku"]})
     assert by_id["data"] == by_sku["data"]
@@ -316,7 +316,7 @@ async def test_search_finds_matches_and_ranks_name_hits_first(gql: GraphQL, ref:
     # Relevance: every product with the word in its name ranks above those without.
     assert name_hits == sorted(name_hits, reverse=True)
     by_name = await gql(
-        "query($q: String!) { products(search: $q, first: 100, sortBy: {field: NAME, direction: ASC}) { nodes { name } } }",  # noqa: E501
+        "query($q: String!) { products(search: $q, first: 100, sortBy: {field: NAME, direction: ASC}) { nodes { name } } }",
         {"q": term},
     )
     names = [n["name"] for n in by_name["data"]["products"]["nodes"]]
