@@ -55,8 +55,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        await services.passwords.warm_up()  # the dummy hash, before the first sign-in
         yield
+        await services.mailer.drain()
         for gateway in services.gateways.values():
             close = getattr(gateway, "aclose", None)
             if close is not None:
@@ -103,12 +103,14 @@ def create_services(settings: Settings, db: Database) -> Services:
     gateways: dict[str, Gateway] = {"dummy": DummyGateway(db)}
     if settings.stripe_secret_key:
         gateways["stripe"] = StripeGateway(settings.stripe_secret_key)
+    passwords = Passwords(
+        memory_kib=settings.argon2_memory_kib,
+        time_cost=settings.argon2_time_cost,
+        concurrency=settings.hash_concurrency,
+    )
+    passwords.dummy_hash()  # now, not during the first sign-in of an unknown email
     return Services(
-        passwords=Passwords(
-            memory_kib=settings.argon2_memory_kib,
-            time_cost=settings.argon2_time_cost,
-            concurrency=settings.hash_concurrency,
-        ),
+        passwords=passwords,
         login_throttle=MemoryThrottle(
             limit=settings.login_max_failures, window=settings.login_window
         ),

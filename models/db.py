@@ -64,6 +64,17 @@ def optional_timestamp_column() -> sa.Column[datetime]:
 NameType = sa.String(250).with_variant(sa.String(250, collation="C"), "postgresql")
 
 
+def insert_ignoring_conflicts(table: sa.Table, dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING for either backend (rowcount says if it went in)."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    return pg_insert(table).on_conflict_do_nothing()
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -5,6 +5,7 @@ kind and outbox ID, never the recipient or the body (which may hold a token)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -46,6 +47,7 @@ class Mailer:
         self.db = db
         self.sender = sender
         self.smtp = smtp
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def queue(
         self, conn: AsyncConnection, *, to: str, subject: str, body: str, kind: str
@@ -58,6 +60,19 @@ class Mailer:
         message_id = int(result.scalar_one())
         logger.info("mail queued: kind=%s outbox_id=%s", kind, message_id)
         return message_id
+
+    def deliver_later(self, message_ids: list[int]) -> None:
+        """Send in the background (the request does not wait for the mail server)."""
+        if self.smtp is None or not message_ids:
+            return
+        task = asyncio.ensure_future(self.deliver(message_ids))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Wait for background sends (at shutdown, and in tests)."""
+        while self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
 
     async def deliver(self, message_ids: list[int]) -> None:
         """Send queued messages over SMTP (after the transaction that queued them)."""

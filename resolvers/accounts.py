@@ -256,7 +256,8 @@ async def request_password_reset(ctx: Context, email: str) -> AuthResult:
                     kind="password_reset",
                 )
             )
-    await ctx.services.mailer.deliver(queued)
+    # Sent after the answer, so the time taken says nothing about the account existing.
+    ctx.services.mailer.deliver_later(queued)
     return AuthResult()
 
 
@@ -275,6 +276,9 @@ async def password_reset(ctx: Context, token: str, new_password: str) -> AuthRes
     if (bad := _password_problem(new_password, "newPassword")) is not None:
         return AuthResult(errors=[bad])
     invalid = _fail("INVALID_TOKEN", "the reset token is invalid or expired", "token")
+    async with ctx.db.read() as conn:
+        if not await q.reset_token_is_live(conn, token=token):
+            return AuthResult(errors=invalid)  # no hashing work for made-up tokens
     new_hash = await ctx.services.passwords.hash(new_password)
     async with ctx.db.transaction() as conn:
         user_id = await q.consume_reset_token(conn, token=token)
@@ -393,6 +397,7 @@ async def address_create(
     if isinstance(values, list):
         return AddressResult(errors=values)
     async with ctx.db.transaction() as conn:
+        await q.lock_user(conn, user_id=viewer.id)
         existing = await q.count_addresses(conn, user_id=viewer.id)
         if existing >= MAX_ADDRESSES:
             return AddressResult(
@@ -415,6 +420,7 @@ async def address_update(
     if isinstance(values, list):
         return AddressResult(errors=values)
     async with ctx.db.transaction() as conn:
+        await q.lock_user(conn, user_id=viewer.id)
         if not await q.update_address(
             conn, address_id=address_id, owner_id=viewer.id, values=values
         ):

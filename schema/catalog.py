@@ -175,7 +175,7 @@ def _variant_quantity(root: strawberry.Parent[VariantRecord]) -> int:
 def _variant_product(
     root: strawberry.Parent[VariantRecord], info: Ctx
 ) -> Awaitable[ProductRecord | None]:
-    return info.context.catalog.product_by_id.load(root.product_id)
+    return info.context.catalog.any_product_by_id.load(root.product_id)
 
 
 @strawberry.type

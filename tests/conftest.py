@@ -154,11 +154,23 @@ async def fresh_db(fresh_url: str) -> AsyncIterator[Database]:
     await db.dispose()
 
 
-def make_client(db: Database, **settings: Any) -> httpx.AsyncClient:
+class AppClient(httpx.AsyncClient):
+    """An HTTP client over the ASGI app that, on close, waits for the app's background
+    work (mail being sent) as the app's shutdown would."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(transport=httpx.ASGITransport(app=app), base_url="http://shop.test")
+        self.app = app
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.app.state.services.mailer.drain()
+        await super().__aexit__(*exc)
+
+
+def make_client(db: Database, **settings: Any) -> AppClient:
     options: dict[str, Any] = {"database_url": db.url, "debug": True, "secret_key": TEST_SECRET}
     options.update(settings)
-    app = create_app(Settings(**options), db=db)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shop.test")
+    return AppClient(create_app(Settings(**options), db=db))
 
 
 @pytest.fixture

@@ -41,11 +41,15 @@ class AccountLoaders:
 
     @cached_property
     def address_by_id(self) -> DataLoader[int, AddressRecord | None]:
-        """Only the viewer's own addresses; anyone else's read as missing."""
+        """The viewer's own addresses; for staff who may see every user, any user's
+        (as `User.addresses` shows them). Anyone else's read as missing."""
 
         async def batch(ids: list[int]) -> list[AddressRecord | None]:
             async with self.db.read() as conn:
-                found = await q.owned_addresses(conn, ids=ids, owner_id=self.viewer_id)
+                if self.sees_all_users:
+                    found = await q.user_addresses_by_ids(conn, ids=ids)
+                else:
+                    found = await q.owned_addresses(conn, ids=ids, owner_id=self.viewer_id)
             return [found.get(i) for i in ids]
 
         return DataLoader(batch)

@@ -38,6 +38,11 @@ def check_policy(password: str) -> None:
         )
 
 
+# The dummy hash unknown accounts verify against, per (memory, time) cost: computed once
+# per process, so no sign-in pays for it.
+_DUMMY_HASHES: dict[tuple[int, int], str] = {}
+
+
 @dataclass
 class Passwords:
     memory_kib: int = OWASP_MIN_MEMORY_KIB
@@ -47,7 +52,6 @@ class Passwords:
     peak: int = 0  # most hashes ever running at once (observability and tests)
     _hasher: PasswordHasher = field(init=False)
     _gate: asyncio.Semaphore | None = field(init=False, default=None)
-    _dummy: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if self.memory_kib < OWASP_MIN_MEMORY_KIB or self.time_cost < OWASP_MIN_TIME_COST:
@@ -78,11 +82,10 @@ class Passwords:
         """Constant work whether or not the account exists: unknown accounts verify
         against a dummy hash made with the same parameters."""
         if len(password) > MAX_LENGTH:
+            stored_hash = None  # no account has such a password: spend the same time, fail
             password = password[:MAX_LENGTH]
         if stored_hash is None:
-            if self._dummy is None:
-                self._dummy = await self.hash(secrets.token_urlsafe(16))
-            await self._run(self._verify, self._dummy, password)
+            await self._run(self._verify, self.dummy_hash(), password)
             return False
         return bool(await self._run(self._verify, stored_hash, password))
 
@@ -98,7 +101,10 @@ class Passwords:
         except InvalidHashError:
             return True
 
-    async def warm_up(self) -> None:
-        """Compute the dummy hash now so the first unknown-email login is not slower."""
-        if self._dummy is None:
-            self._dummy = await self.hash(secrets.token_urlsafe(16))
+    def dummy_hash(self) -> str:
+        """A hash with this cost of a random secret (computed at most once per process)."""
+        params = (self.memory_kib, self.time_cost)
+        found = _DUMMY_HASHES.get(params)
+        if found is None:
+            found = _DUMMY_HASHES[params] = self._hasher.hash(secrets.token_urlsafe(16))
+        return found

@@ -342,6 +342,25 @@ async def create_reset_token(conn: AsyncConnection, *, user_id: int, ttl: int) -
     return token
 
 
+async def reset_token_is_live(conn: AsyncConnection, *, token: str) -> bool:
+    if len(token) > 200:
+        return False
+    row = await conn.execute(
+        sa.select(password_reset_tokens.c.user_id).where(
+            password_reset_tokens.c.token_hash == token_hash(token),
+            password_reset_tokens.c.used_at.is_(None),
+            password_reset_tokens.c.expires_at > utcnow(),
+        )
+    )
+    return row.first() is not None
+
+
+async def lock_user(conn: AsyncConnection, *, user_id: int) -> None:
+    """Serialise a user's writes that check-then-act (address count, default address):
+    a row lock on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers."""
+    await conn.execute(sa.select(users.c.id).where(users.c.id == user_id).with_for_update())
+
+
 async def consume_reset_token(conn: AsyncConnection, *, token: str) -> int | None:
     """The user a reset token belongs to, spending it; None if unknown, used or expired."""
     if len(token) > 200:
@@ -398,6 +417,17 @@ async def owned_addresses(
         return {}
     stmt = sa.select(*_ADDRESS_COLUMNS).where(
         addresses.c.id.in_(ids), addresses.c.user_id == owner_id
+    )
+    return {row.id: AddressRecord(*row) for row in (await conn.execute(stmt)).all()}
+
+
+async def user_addresses_by_ids(
+    conn: AsyncConnection, *, ids: Sequence[int]
+) -> dict[int, AddressRecord]:
+    """Address-book entries (owned by some user) by ID: for staff with user access.
+    Frozen order and checkout copies, owned by nobody, are not among them."""
+    stmt = sa.select(*_ADDRESS_COLUMNS).where(
+        addresses.c.id.in_(ids), addresses.c.user_id.is_not(None)
     )
     return {row.id: AddressRecord(*row) for row in (await conn.execute(stmt)).all()}
 

@@ -60,6 +60,15 @@ class CatalogLoaders:
         )
 
     @cached_property
+    def any_product_by_id(self) -> DataLoader[int, ProductRecord | None]:
+        """Products whatever their visibility: for the product of a variant the viewer
+        already holds (variant reads are filtered by product visibility; lines of the
+        viewer's checkouts and orders keep theirs)."""
+        return self._by_key(
+            lambda conn, ids: q.products_by_ids(conn, ids=ids, published_only=False)
+        )
+
+    @cached_property
     def variant_by_id(self) -> DataLoader[int, VariantRecord | None]:
         published_only = self.published_only
         return self._by_key(

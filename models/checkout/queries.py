@@ -27,7 +27,7 @@ from models.checkout.tables import (
     promo_redemptions,
     shipping_methods,
 )
-from models.db import utcnow
+from models.db import insert_ignoring_conflicts, utcnow
 
 MAX_LINES = 100
 MAX_QUANTITY = 999
@@ -253,20 +253,34 @@ async def promos_by_codes(conn: AsyncConnection, *, codes: Sequence[str]) -> dic
     return {row.code: PromoRecord(*row) for row in rows.all()}
 
 
-async def redeemed_by(conn: AsyncConnection, *, promo_id: int, customer_key: str) -> bool:
+async def redeemed_by(
+    conn: AsyncConnection, *, promo_id: int, customer_keys: Sequence[str]
+) -> bool:
     row = await conn.execute(
         sa.select(promo_redemptions.c.id).where(
             promo_redemptions.c.promo_code_id == promo_id,
-            promo_redemptions.c.customer_key == customer_key,
+            promo_redemptions.c.customer_key.in_(customer_keys),
         )
     )
     return row.first() is not None
 
 
-async def redeem_promo(
-    conn: AsyncConnection, *, promo: PromoRecord, customer_key: str, order_id: int
-) -> bool:
-    """Count one use (conditionally, so the usage limit holds under concurrency)."""
+async def reserve_promo(
+    conn: AsyncConnection, *, promo: PromoRecord, customer_keys: Sequence[str], attempt_key: str
+) -> str | None:
+    """Take one use of the code for a completion (before the charge). Returns the refusal
+    code, or None. The caller rolls back on a refusal (a partial reservation may exist)."""
+    keys = list(customer_keys) if promo.once_per_customer else [f"attempt:{attempt_key}"]
+    insert = insert_ignoring_conflicts(promo_redemptions, conn.dialect.name)
+    now = utcnow()
+    for key in keys:
+        result = await conn.execute(
+            insert.values(
+                promo_code_id=promo.id, customer_key=key, attempt_key=attempt_key, created_at=now
+            )
+        )
+        if result.rowcount != 1:
+            return "PROMO_CODE_ALREADY_USED"
     bump = await conn.execute(
         promo_codes.update()
         .where(
@@ -278,15 +292,32 @@ async def redeem_promo(
         )
         .values(used_count=promo_codes.c.used_count + 1)
     )
-    if bump.rowcount != 1:
-        return False
-    key = customer_key if promo.once_per_customer else f"order:{order_id}"
-    await conn.execute(
-        promo_redemptions.insert().values(
-            promo_code_id=promo.id, customer_key=key, order_id=order_id, created_at=utcnow()
+    return None if bump.rowcount == 1 else "PROMO_CODE_EXHAUSTED"
+
+
+async def release_promo(conn: AsyncConnection, *, attempt_key: str) -> None:
+    """Give back the use a declined completion had taken."""
+    taken = (
+        await conn.execute(
+            promo_redemptions.delete()
+            .where(promo_redemptions.c.attempt_key == attempt_key)
+            .returning(promo_redemptions.c.promo_code_id)
         )
+    ).first()
+    if taken is not None:
+        await conn.execute(
+            promo_codes.update()
+            .where(promo_codes.c.id == taken.promo_code_id)
+            .values(used_count=promo_codes.c.used_count - 1)
+        )
+
+
+async def settle_promo(conn: AsyncConnection, *, attempt_key: str, order_id: int) -> None:
+    await conn.execute(
+        promo_redemptions.update()
+        .where(promo_redemptions.c.attempt_key == attempt_key)
+        .values(order_id=order_id)
     )
-    return True
 
 
 # --------------------------------------------------------------------------- stock
@@ -398,3 +429,11 @@ async def stale_attempts(conn: AsyncConnection, *, older_than: datetime) -> list
         )
     )
     return [AttemptRecord(*row) for row in rows.all()]
+
+
+async def set_attempt_order(conn: AsyncConnection, *, key: str, order_id: int) -> None:
+    await conn.execute(
+        checkout_attempts.update()
+        .where(checkout_attempts.c.idempotency_key == key)
+        .values(order_id=order_id, updated_at=utcnow())
+    )

@@ -75,8 +75,10 @@ class PromoCode(SQLModel, table=True):
 
 
 class PromoRedemption(SQLModel, table=True):
-    """One use of a code. `customer_key` is the customer (user or email) for single-use
-    codes and the order otherwise, so the unique key enforces single use."""
+    """One use of a code, taken when a completion reserves it (before the charge) and
+    given back if the payment is declined. `customer_key` names the customer (a row for
+    the account and one for the email) for single-use codes, and the attempt otherwise,
+    so the unique key enforces single use."""
 
     __tablename__ = "promo_redemptions"
     __table_args__ = (sa.UniqueConstraint("promo_code_id", "customer_key", name="uq_redemption"),)
@@ -88,10 +90,10 @@ class PromoRedemption(SQLModel, table=True):
         )
     )
     customer_key: str = Field(sa_column=sa.Column(sa.String(300), nullable=False))
-    order_id: int = Field(
-        sa_column=sa.Column(
-            sa.Integer, sa.ForeignKey("orders.id", ondelete="CASCADE"), nullable=False
-        )
+    attempt_key: str = Field(sa_column=sa.Column(sa.String(255), nullable=False, index=True))
+    order_id: int | None = Field(
+        default=None,
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("orders.id", ondelete="CASCADE")),
     )
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
 

@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 
 import sqlalchemy as sa
 
-from models.db import Database, utcnow
+from models.db import Database, insert_ignoring_conflicts, utcnow
 from models.payments.tables import dummy_charges
 
 Outcome = Literal["succeeded", "declined", "invalid", "error"]
@@ -73,27 +73,25 @@ class DummyGateway:
             return ChargeResult("invalid", message="unknown payment token")
         outcome = "succeeded" if token in self.SUCCEEDS else "declined"
         async with self.db.transaction() as conn:
+            # First writer wins; a concurrent or repeated call reads the first outcome.
+            await conn.execute(
+                insert_ignoring_conflicts(dummy_charges, self.db.dialect).values(
+                    idempotency_key=idempotency_key,
+                    reference=f"dummy_{secrets.token_hex(12)}",
+                    amount=amount,
+                    currency=currency,
+                    outcome=outcome,
+                    created_at=utcnow(),
+                )
+            )
             known = (
                 await conn.execute(
                     sa.select(dummy_charges).where(
                         dummy_charges.c.idempotency_key == idempotency_key
                     )
                 )
-            ).first()
-            if known is None:
-                reference = f"dummy_{secrets.token_hex(12)}"
-                await conn.execute(
-                    dummy_charges.insert().values(
-                        idempotency_key=idempotency_key,
-                        reference=reference,
-                        amount=amount,
-                        currency=currency,
-                        outcome=outcome,
-                        created_at=utcnow(),
-                    )
-                )
-            else:
-                reference, outcome = known.reference, known.outcome
+            ).one()
+        reference, outcome = known.reference, known.outcome
         if outcome == "succeeded":
             return ChargeResult("succeeded", reference)
         return ChargeResult("declined", reference, self.DECLINES.get(token, "declined"))
