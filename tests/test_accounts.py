@@ -740,7 +740,6 @@ async def test_an_account_holds_at_most_100_addresses(fresh_db: Database) -> Non
     assert await count_rows(fresh_db, addresses, addresses.c.user_id == user_id) == 100
 
 
-ON_POSTGRES = bool(os.environ.get("TEST_DATABASE_URL"))
 
 
 async def test_concurrent_first_addresses_all_succeed_with_one_default(fresh_db: Database) -> None:
