@@ -740,8 +740,6 @@ async def test_an_account_holds_at_most_100_addresses(fresh_db: Database) -> Non
     assert await count_rows(fresh_db, addresses, addresses.c.user_id == user_id) == 100
 
 
-
-
 async def test_concurrent_first_addresses_all_succeed_with_one_default(fresh_db: Database) -> None:
     user_id = await add_user(fresh_db, "ann@example.com")
     async with make_client(fresh_db) as client:

@@ -365,6 +365,15 @@ class AttemptRecord:
 _ATTEMPT_COLUMNS = [checkout_attempts.c[f.name] for f in fields(AttemptRecord)]
 
 
+async def lock_key(conn: AsyncConnection, *, key: str) -> None:
+    """Serialise transactions that use the same idempotency key (until commit), so two
+    first uses of one key cannot both reserve. SQLite writers are serialised already."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(key, 0)))
+        )
+
+
 async def attempt_by_key(conn: AsyncConnection, *, key: str) -> AttemptRecord | None:
     row = (
         await conn.execute(

@@ -94,6 +94,8 @@ class DummyGateway:
         reference, outcome = known.reference, known.outcome
         if outcome == "succeeded":
             return ChargeResult("succeeded", reference)
+        if outcome == "voided":
+            return ChargeResult("declined", reference, "this payment was cancelled")
         return ChargeResult("declined", reference, self.DECLINES.get(token, "declined"))
 
     async def refund(
@@ -112,6 +114,30 @@ class DummyGateway:
         if result.rowcount != 1:
             return RefundResult(False, "nothing left to refund on this charge")
         return RefundResult(True)
+
+    async def void(self, idempotency_key: str) -> ChargeResult:
+        """Make the key's outcome final: a charge already made stands; otherwise the key
+        is voided and any later charge with it is declined."""
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                insert_ignoring_conflicts(dummy_charges, self.db.dialect).values(
+                    idempotency_key=idempotency_key,
+                    reference=f"dummy_void_{secrets.token_hex(10)}",
+                    amount=0,
+                    currency="XXX",
+                    outcome="voided",
+                    created_at=utcnow(),
+                )
+            )
+            final = (
+                await conn.execute(
+                    sa.select(dummy_charges).where(
+                        dummy_charges.c.idempotency_key == idempotency_key
+                    )
+                )
+            ).one()
+        outcome: Outcome = "succeeded" if final.outcome == "succeeded" else "declined"
+        return ChargeResult(outcome, final.reference)
 
     async def lookup(self, idempotency_key: str) -> ChargeResult | None:
         """What became of a charge made with this key (None: it never reached us)."""

@@ -94,6 +94,7 @@ async def checkout_complete(
     viewer_id = ctx.viewer.id if ctx.viewer else None
     try:
         async with ctx.db.transaction() as conn:
+            await q.lock_key(conn, key=key)
             checkout = await q.checkout_for_update(conn, token=token, viewer_id=viewer_id)
             if checkout is None:
                 raise _Refused(fail("NOT_FOUND", "no such checkout", "checkoutId"))
@@ -348,20 +349,22 @@ async def recover_stale(
     db: Database, gateways: Mapping[str, Gateway], *, older_than: timedelta
 ) -> dict[str, int]:
     """Settle completions abandoned between reserving and settling (the client never
-    retried): completed when the gateway holds a successful charge for the key,
-    otherwise released (stock back, checkout open). Run by `shopql recover-checkouts`."""
+    retried). The gateway is first asked to make the key's outcome final (`void`: a
+    charge not made by now can never be made with that key), so a late retry racing this
+    cannot charge after the stock was released. Completed when the final outcome is a
+    charge, otherwise released (stock back, checkout open). `shopql recover-checkouts`."""
     async with db.read() as conn:
         stale = await q.stale_attempts(conn, older_than=utcnow() - older_than)
     counts = {"completed": 0, "released": 0, "skipped": 0}
     for attempt in stale:
         gateway = gateways.get(attempt.snapshot["gateway"])
-        lookup = getattr(gateway, "lookup", None)
-        if lookup is None:
+        void = getattr(gateway, "void", None)
+        if void is None:
             counts["skipped"] += 1
             logger.warning("cannot recover attempt on gateway %s", attempt.snapshot["gateway"])
             continue
-        charge = await lookup(attempt.idempotency_key)
-        if charge is None or charge.outcome != "succeeded":
+        charge = await void(attempt.idempotency_key)
+        if charge.outcome != "succeeded":
             charge = ChargeResult("declined", None, "abandoned before the payment completed")
         await settle(db, attempt, charge)
         counts["completed" if charge.outcome == "succeeded" else "released"] += 1
