@@ -14,8 +14,8 @@ from models.accounts.queries import AddressRecord, UserRecord
 from models.accounts.tables import PERMISSIONS
 from models.errors import Problem
 from resolvers import accounts as r
-from resolvers import ids
 from resolvers.context import Context
+from schema.fields import computed, global_id
 from schema.relay import Connection, Node
 
 if TYPE_CHECKING:
@@ -61,16 +61,9 @@ class AccountError:
     message: str
 
 
-def _gid(type_name: str) -> Any:
-    def resolve(root: strawberry.Parent[Any]) -> strawberry.ID:
-        return strawberry.ID(ids.encode(type_name, root.id))
-
-    return strawberry.field(resolver=resolve, graphql_type=strawberry.ID)
-
-
 @strawberry.type
 class Address(Node):
-    id: strawberry.ID = _gid("Address")
+    id: strawberry.ID = global_id("Address")
     first_name: str
     last_name: str
     company_name: str
@@ -99,10 +92,6 @@ async def _default_shipping(root: strawberry.Parent[UserRecord], info: Ctx) -> A
     return r.default_shipping(await info.context.accounts.addresses_by_user_id.load(root.id))
 
 
-def _field(resolver: Any, graphql_type: Any, **kw: Any) -> Any:
-    return strawberry.field(resolver=resolver, graphql_type=graphql_type, **kw)
-
-
 async def _user_orders(
     root: strawberry.Parent[UserRecord],
     info: Ctx,
@@ -123,15 +112,15 @@ OrderConnection = Connection[Annotated["Order", strawberry.lazy("schema.orders")
 
 @strawberry.type
 class User(Node):
-    id: strawberry.ID = _gid("User")
+    id: strawberry.ID = global_id("User")
     email: str
     first_name: str
     last_name: str
     is_staff: bool
-    permissions: list[Permission] = _field(_permissions, list[Permission])
-    addresses: list[Address] = _field(_addresses, list[Address])
-    default_shipping_address: Address | None = _field(_default_shipping, Address | None)
-    orders: OrderConnection = _field(_user_orders, OrderConnection, description="Newest first.")
+    permissions: list[Permission] = computed(_permissions, list[Permission])
+    addresses: list[Address] = computed(_addresses, list[Address])
+    default_shipping_address: Address | None = computed(_default_shipping, Address | None)
+    orders: OrderConnection = computed(_user_orders, OrderConnection, description="Newest first.")
     date_joined: datetime
 
     @classmethod

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -14,7 +13,6 @@ from strawberry.types import Info
 from models.catalog.queries import (
     CategoryRecord,
     CollectionRecord,
-    ImageRecord,
     ProductRecord,
     VariantRecord,
 )
@@ -22,8 +20,8 @@ from models.money import Money as MoneyValue
 from models.money import money
 from models.pagination import Page
 from resolvers import catalog as r
-from resolvers import ids
 from resolvers.context import Context
+from schema.fields import computed, global_id, loaded
 from schema.relay import Connection, Node
 
 Ctx = Info[Context, None]
@@ -87,18 +85,6 @@ class ProductImage:
     alt: str
 
 
-def _computed(resolver: Any, graphql_type: Any, **kw: Any) -> Any:
-    """A field computed by a sync resolver (which may hand back a DataLoader future)."""
-    return strawberry.field(resolver=resolver, graphql_type=graphql_type, **kw)
-
-
-def _gid(type_name: str) -> Any:
-    def resolve(root: strawberry.Parent[Any]) -> strawberry.ID:
-        return strawberry.ID(ids.encode(type_name, root.id))
-
-    return strawberry.field(resolver=resolve, graphql_type=strawberry.ID)
-
-
 def _price_range(root: strawberry.Parent[ProductRecord]) -> PriceRange:
     return PriceRange(
         start=money(root.price_min, root.currency),  # type: ignore[arg-type]
@@ -106,52 +92,31 @@ def _price_range(root: strawberry.Parent[ProductRecord]) -> PriceRange:
     )
 
 
-def _product_category(
-    root: strawberry.Parent[ProductRecord], info: Ctx
-) -> Awaitable[CategoryRecord | None] | None:
-    if root.category_id is None:
-        return None
-    return info.context.catalog.category_by_id.load(root.category_id)
-
-
-def _product_variants(
-    root: strawberry.Parent[ProductRecord], info: Ctx
-) -> Awaitable[list[VariantRecord]]:
-    return info.context.catalog.variants_by_product_id.load(root.id)
-
-
-def _product_images(
-    root: strawberry.Parent[ProductRecord], info: Ctx
-) -> Awaitable[list[ImageRecord]]:
-    return info.context.catalog.images_by_product_id.load(root.id)
-
-
-def _product_collections(
-    root: strawberry.Parent[ProductRecord], info: Ctx
-) -> Awaitable[list[CollectionRecord]]:
-    return info.context.catalog.collections_by_product_id.load(root.id)
-
-
 @strawberry.type
 class Product(Node):
-    id: strawberry.ID = _gid("Product")
+    id: strawberry.ID = global_id("Product")
     name: str
     slug: str
     description: str
     is_published: bool
-    category: Annotated[Category, strawberry.lazy("schema.catalog")] | None = _computed(
-        _product_category,
+    category: Annotated[Category, strawberry.lazy("schema.catalog")] | None = loaded(
+        lambda c: c.catalog.category_by_id,
+        "category_id",
         Annotated["Category", strawberry.lazy("schema.catalog")] | None,
     )
-    collections: list[Collection] = _computed(
-        _product_collections,
+    collections: list[Collection] = loaded(
+        lambda c: c.catalog.collections_by_product_id,
+        "id",
         list[Annotated["Collection", strawberry.lazy("schema.catalog")]],
     )
-    variants: list[ProductVariant] = _computed(
-        _product_variants,
+    variants: list[ProductVariant] = loaded(
+        lambda c: c.catalog.variants_by_product_id,
+        "id",
         list[Annotated["ProductVariant", strawberry.lazy("schema.catalog")]],
     )
-    images: list[ProductImage] = _computed(_product_images, list[ProductImage])
+    images: list[ProductImage] = loaded(
+        lambda c: c.catalog.images_by_product_id, "id", list[ProductImage]
+    )
     price_range: PriceRange = strawberry.field(
         resolver=_price_range, description="Over the product's variants."
     )
@@ -172,20 +137,14 @@ def _variant_quantity(root: strawberry.Parent[VariantRecord]) -> int:
     return root.quantity
 
 
-def _variant_product(
-    root: strawberry.Parent[VariantRecord], info: Ctx
-) -> Awaitable[ProductRecord | None]:
-    return info.context.catalog.any_product_by_id.load(root.product_id)
-
-
 @strawberry.type
 class ProductVariant(Node):
-    id: strawberry.ID = _gid("ProductVariant")
+    id: strawberry.ID = global_id("ProductVariant")
     sku: str
     name: str
-    price: Money = _computed(_variant_price, Money)
+    price: Money = computed(_variant_price, Money)
     quantity_available: int = strawberry.field(resolver=_variant_quantity)
-    product: Product = _computed(_variant_product, Product)
+    product: Product = loaded(lambda c: c.catalog.any_product_by_id, "product_id", Product)
 
     @classmethod
     def is_type_of(cls, obj: Any, _info: Any) -> bool:
@@ -195,23 +154,16 @@ class ProductVariant(Node):
 ProductConnection = Connection[Product]
 
 
-def _category_parent(
-    root: strawberry.Parent[CategoryRecord], info: Ctx
-) -> Awaitable[CategoryRecord | None] | None:
-    if root.parent_id is None:
-        return None
-    return info.context.catalog.category_by_id.load(root.parent_id)
-
-
 @strawberry.type
 class Category(Node):
-    id: strawberry.ID = _gid("Category")
+    id: strawberry.ID = global_id("Category")
     name: str
     slug: str
     description: str
     level: int
-    parent: Category | None = _computed(
-        _category_parent,
+    parent: Category | None = loaded(
+        lambda c: c.catalog.category_by_id,
+        "parent_id",
         Annotated["Category", strawberry.lazy("schema.catalog")] | None,
     )
 
@@ -258,7 +210,7 @@ class Category(Node):
 
 @strawberry.type
 class Collection(Node):
-    id: strawberry.ID = _gid("Collection")
+    id: strawberry.ID = global_id("Collection")
     name: str
     slug: str
     description: str

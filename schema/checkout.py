@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -10,8 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 from strawberry.types import Info
 
-from models.accounts.queries import AddressRecord, UserRecord
-from models.catalog.queries import VariantRecord
 from models.checkout.pricing import ShippingMethodRecord
 from models.checkout.queries import CheckoutLineRecord, CheckoutRecord
 from models.money import Money as MoneyValue
@@ -21,7 +18,8 @@ from resolvers import ids
 from resolvers.context import Context
 from schema.accounts import AddressInput
 from schema.catalog import Money, ProductVariant
-from schema.orders import Order, field_of, gid_field
+from schema.fields import computed, global_id, loaded
+from schema.orders import Order
 from schema.relay import Node
 
 if TYPE_CHECKING:
@@ -57,7 +55,7 @@ class CheckoutErrorCode(Enum):
 @strawberry.type
 class CheckoutError:
     field: str | None = strawberry.field(description="camelCase input path, or null")
-    code: CheckoutErrorCode = field_of(lambda root: CheckoutErrorCode(root.code), CheckoutErrorCode)
+    code: CheckoutErrorCode = computed(lambda root: CheckoutErrorCode(root.code), CheckoutErrorCode)
     message: str
 
 
@@ -67,11 +65,11 @@ def _method_price(root: strawberry.Parent[ShippingMethodRecord]) -> MoneyValue:
 
 @strawberry.type
 class ShippingMethod(Node):
-    id: strawberry.ID = gid_field("ShippingMethod")
+    id: strawberry.ID = global_id("ShippingMethod")
     name: str
-    price: Money = field_of(_method_price, Money)
-    countries: list[str] = field_of(lambda root: list(root.countries), list[str])
-    free_above: Money | None = field_of(
+    price: Money = computed(_method_price, Money)
+    countries: list[str] = computed(lambda root: list(root.countries), list[str])
+    free_above: Money | None = computed(
         lambda root: (
             money(root.free_above_amount, root.currency)
             if root.free_above_amount is not None
@@ -84,12 +82,6 @@ class ShippingMethod(Node):
     @classmethod
     def is_type_of(cls, obj: Any, _info: Any) -> bool:
         return isinstance(obj, ShippingMethodRecord)
-
-
-def _line_variant(
-    root: strawberry.Parent[CheckoutLineRecord], info: Ctx
-) -> Awaitable[VariantRecord | None]:
-    return info.context.catalog.any_variant_by_id.load(root.variant_id)
 
 
 async def _unit_price(root: strawberry.Parent[CheckoutLineRecord], info: Ctx) -> MoneyValue:
@@ -106,11 +98,13 @@ async def _line_total(root: strawberry.Parent[CheckoutLineRecord], info: Ctx) ->
 
 @strawberry.type
 class CheckoutLine:
-    id: strawberry.ID = gid_field("CheckoutLine")
-    variant: ProductVariant = field_of(_line_variant, ProductVariant)
+    id: strawberry.ID = global_id("CheckoutLine")
+    variant: ProductVariant = loaded(
+        lambda c: c.catalog.any_variant_by_id, "variant_id", ProductVariant
+    )
     quantity: int
-    unit_price: Money = field_of(_unit_price, Money, description="Current price.")
-    total_price: Money = field_of(_line_total, Money)
+    unit_price: Money = computed(_unit_price, Money, description="Current price.")
+    total_price: Money = computed(_line_total, Money)
 
 
 def _totals_field(attr: str) -> Any:
@@ -118,42 +112,12 @@ def _totals_field(attr: str) -> Any:
         totals = await r.totals_of(info.context, root)
         return money(getattr(totals, attr), totals.currency)
 
-    return field_of(resolve, Money)
-
-
-def _checkout_lines(
-    root: strawberry.Parent[CheckoutRecord], info: Ctx
-) -> Awaitable[list[CheckoutLineRecord]]:
-    return info.context.commerce.lines_by_checkout_id.load(root.id)
+    return computed(resolve, Money)
 
 
 async def _checkout_quantity(root: strawberry.Parent[CheckoutRecord], info: Ctx) -> int:
     lines = await info.context.commerce.lines_by_checkout_id.load(root.id)
     return sum(line.quantity for line in lines)
-
-
-def _checkout_user(
-    root: strawberry.Parent[CheckoutRecord], info: Ctx
-) -> Awaitable[UserRecord | None] | None:
-    if root.user_id is None:
-        return None
-    return info.context.accounts.user_by_id.load(root.user_id)
-
-
-def _checkout_address(
-    root: strawberry.Parent[CheckoutRecord], info: Ctx
-) -> Awaitable[AddressRecord | None] | None:
-    if root.shipping_address_id is None:
-        return None
-    return info.context.commerce.address_by_id.load(root.shipping_address_id)
-
-
-def _checkout_method(
-    root: strawberry.Parent[CheckoutRecord], info: Ctx
-) -> Awaitable[ShippingMethodRecord | None] | None:
-    if root.shipping_method_id is None:
-        return None
-    return info.context.commerce.shipping_method_by_id.load(root.shipping_method_id)
 
 
 async def _available_methods(
@@ -164,16 +128,22 @@ async def _available_methods(
 
 @strawberry.type
 class Checkout(Node):
-    id: strawberry.ID = field_of(
+    id: strawberry.ID = computed(
         lambda root: strawberry.ID(ids.encode("Checkout", root.token)), strawberry.ID
     )
     email: str | None
-    user: UserType | None = field_of(_checkout_user, UserType | None)
-    lines: list[CheckoutLine] = field_of(_checkout_lines, list[CheckoutLine])
-    quantity: int = field_of(_checkout_quantity, int)
-    shipping_address: AddressType | None = field_of(_checkout_address, AddressType | None)
-    shipping_method: ShippingMethod | None = field_of(_checkout_method, ShippingMethod | None)
-    available_shipping_methods: list[ShippingMethod] = field_of(
+    user: UserType | None = loaded(lambda c: c.accounts.user_by_id, "user_id", UserType | None)
+    lines: list[CheckoutLine] = loaded(
+        lambda c: c.commerce.lines_by_checkout_id, "id", list[CheckoutLine]
+    )
+    quantity: int = computed(_checkout_quantity, int)
+    shipping_address: AddressType | None = loaded(
+        lambda c: c.commerce.address_by_id, "shipping_address_id", AddressType | None
+    )
+    shipping_method: ShippingMethod | None = loaded(
+        lambda c: c.commerce.shipping_method_by_id, "shipping_method_id", ShippingMethod | None
+    )
+    available_shipping_methods: list[ShippingMethod] = computed(
         _available_methods, list[ShippingMethod]
     )
     promo_code: str | None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -10,14 +9,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 from strawberry.types import Info
 
-from models.accounts.queries import AddressRecord, UserRecord
-from models.catalog.queries import VariantRecord
-from models.money import Money as MoneyValue
-from models.money import money
-from models.orders.queries import OrderLineRecord, OrderRecord, PaymentRecord
+from models.orders.queries import OrderRecord, PaymentRecord
 from resolvers import orders as r
 from resolvers.context import Context
 from schema.catalog import Money, ProductVariant, SortDirection
+from schema.fields import computed, global_id, loaded, money_of
 from schema.relay import Connection, Node
 
 if TYPE_CHECKING:
@@ -67,33 +63,13 @@ class OrderFilter:
     created_lte: datetime | None = None
 
 
-def field_of(resolver: Any, graphql_type: Any, **kw: Any) -> Any:
-    return strawberry.field(resolver=resolver, graphql_type=graphql_type, **kw)
-
-
-def gid_field(type_name: str) -> Any:
-    from resolvers import ids
-
-    def resolve(root: strawberry.Parent[Any]) -> strawberry.ID:
-        return strawberry.ID(ids.encode(type_name, root.id))
-
-    return field_of(resolve, strawberry.ID)
-
-
-def _money(attr: str) -> Any:
-    def resolve(root: strawberry.Parent[Any]) -> MoneyValue:
-        return money(getattr(root, attr), root.currency)
-
-    return field_of(resolve, Money)
-
-
 @strawberry.type
 class Payment(Node):
-    id: strawberry.ID = gid_field("Payment")
+    id: strawberry.ID = global_id("Payment")
     gateway: str
-    status: PaymentStatus = field_of(lambda root: PaymentStatus(root.status), PaymentStatus)
-    amount: Money = _money("amount")
-    refunded_amount: Money = _money("refunded_amount")
+    status: PaymentStatus = computed(lambda root: PaymentStatus(root.status), PaymentStatus)
+    amount: Money = money_of("amount", Money)
+    refunded_amount: Money = money_of("refunded_amount", Money)
     psp_reference: str | None
     created_at: datetime
 
@@ -102,75 +78,44 @@ class Payment(Node):
         return isinstance(obj, PaymentRecord)
 
 
-def _line_variant(
-    root: strawberry.Parent[OrderLineRecord], info: Ctx
-) -> Awaitable[VariantRecord | None] | None:
-    if root.variant_id is None:
-        return None
-    return info.context.catalog.any_variant_by_id.load(root.variant_id)
-
-
 @strawberry.type
 class OrderLine:
-    id: strawberry.ID = gid_field("OrderLine")
+    id: strawberry.ID = global_id("OrderLine")
     product_name: str
     variant_name: str
     sku: str
     quantity: int
     quantity_fulfilled: int
-    unit_price: Money = _money("unit_amount")
-    total_price: Money = _money("total_amount")
-    variant: ProductVariant | None = field_of(
-        _line_variant, ProductVariant | None, description="null once the variant is deleted"
+    unit_price: Money = money_of("unit_amount", Money)
+    total_price: Money = money_of("total_amount", Money)
+    variant: ProductVariant | None = loaded(
+        lambda c: c.catalog.any_variant_by_id,
+        "variant_id",
+        ProductVariant | None,
+        description="null once the variant is deleted",
     )
-
-
-def _order_user(
-    root: strawberry.Parent[OrderRecord], info: Ctx
-) -> Awaitable[UserRecord | None] | None:
-    if root.user_id is None:
-        return None
-    return info.context.accounts.user_by_id.load(root.user_id)
-
-
-def _order_address(
-    root: strawberry.Parent[OrderRecord], info: Ctx
-) -> Awaitable[AddressRecord | None] | None:
-    if root.shipping_address_id is None:
-        return None
-    return info.context.commerce.address_by_id.load(root.shipping_address_id)
-
-
-def _order_lines(
-    root: strawberry.Parent[OrderRecord], info: Ctx
-) -> Awaitable[list[OrderLineRecord]]:
-    return info.context.commerce.lines_by_order_id.load(root.id)
-
-
-def _order_payments(
-    root: strawberry.Parent[OrderRecord], info: Ctx
-) -> Awaitable[list[PaymentRecord]]:
-    return info.context.commerce.payments_by_order_id.load(root.id)
 
 
 @strawberry.type
 class Order(Node):
-    id: strawberry.ID = gid_field("Order")
+    id: strawberry.ID = global_id("Order")
     number: str
-    status: OrderStatus = field_of(lambda root: OrderStatus(root.status), OrderStatus)
-    payment_status: PaymentStatus = field_of(
+    status: OrderStatus = computed(lambda root: OrderStatus(root.status), OrderStatus)
+    payment_status: PaymentStatus = computed(
         lambda root: PaymentStatus(root.payment_status), PaymentStatus
     )
-    user: UserType | None = field_of(_order_user, UserType | None)
+    user: UserType | None = loaded(lambda c: c.accounts.user_by_id, "user_id", UserType | None)
     email: str
-    lines: list[OrderLine] = field_of(_order_lines, list[OrderLine])
-    shipping_address: AddressType | None = field_of(_order_address, AddressType | None)
+    lines: list[OrderLine] = loaded(lambda c: c.commerce.lines_by_order_id, "id", list[OrderLine])
+    shipping_address: AddressType | None = loaded(
+        lambda c: c.commerce.address_by_id, "shipping_address_id", AddressType | None
+    )
     shipping_method_name: str | None
-    subtotal: Money = _money("subtotal_amount")
-    shipping_price: Money = _money("shipping_amount")
-    discount: Money = _money("discount_amount")
-    total: Money = _money("total_amount")
-    payments: list[Payment] = field_of(_order_payments, list[Payment])
+    subtotal: Money = money_of("subtotal_amount", Money)
+    shipping_price: Money = money_of("shipping_amount", Money)
+    discount: Money = money_of("discount_amount", Money)
+    total: Money = money_of("total_amount", Money)
+    payments: list[Payment] = loaded(lambda c: c.commerce.payments_by_order_id, "id", list[Payment])
     created_at: datetime
     updated_at: datetime
 

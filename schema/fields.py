@@ -1,0 +1,46 @@
+"""Field constructors shared by every domain's types: computed fields (sync resolvers that
+may hand back a DataLoader future instead of a coroutine), global IDs, money."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import strawberry
+
+from models.money import Money, money
+from resolvers import ids
+
+
+def computed(resolver: Any, graphql_type: Any, **kw: Any) -> Any:
+    """A field computed by `resolver`, typed `graphql_type` in the schema."""
+    return strawberry.field(resolver=resolver, graphql_type=graphql_type, **kw)
+
+
+def global_id(type_name: str) -> Any:
+    """The `id: ID!` of a Node: the opaque global ID of the record's `id`."""
+
+    def resolve(root: strawberry.Parent[Any]) -> strawberry.ID:
+        return strawberry.ID(ids.encode(type_name, root.id))
+
+    return computed(resolve, strawberry.ID)
+
+
+def money_of(attr: str, graphql_type: Any) -> Any:
+    """A Money field from a minor-units attribute and the record's `currency`."""
+
+    def resolve(root: strawberry.Parent[Any]) -> Money:
+        return money(getattr(root, attr), root.currency)
+
+    return computed(resolve, graphql_type)
+
+
+def loaded(loader: Callable[[Any], Any], key: str, graphql_type: Any, **kw: Any) -> Any:
+    """A related object loaded by `loader(context)` with the record's `key` attribute (null
+    when the key is null). Sync: it hands back the DataLoader's future, no coroutine."""
+
+    def resolve(root: strawberry.Parent[Any], info: strawberry.Info) -> Any:
+        value = getattr(root, key)
+        return None if value is None else loader(info.context).load(value)
+
+    return computed(resolve, graphql_type, **kw)
