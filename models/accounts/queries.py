@@ -26,6 +26,7 @@ from models.accounts.tables import (
 )
 from models.accounts.tokens import new_opaque_token, new_session_id, token_hash
 from models.db import utcnow
+from models.grouping import group_records
 
 
 @dataclass(slots=True)
@@ -403,10 +404,7 @@ async def addresses_by_user_ids(
         .where(addresses.c.user_id.in_(user_ids))
         .order_by(addresses.c.user_id, addresses.c.id)
     )
-    grouped: dict[int, list[AddressRecord]] = {}
-    for row in (await conn.execute(stmt)).all():
-        grouped.setdefault(row.user_id, []).append(AddressRecord(*row))
-    return grouped
+    return group_records((await conn.execute(stmt)).all(), "user_id", AddressRecord)
 
 
 async def owned_addresses(

@@ -23,6 +23,7 @@ from models.catalog.tables import (
 )
 from models.db import Database
 from models.errors import InvalidInput
+from models.grouping import group_records
 from models.money import to_minor_ceiling, to_minor_floor
 from models.pagination import Page, PageArgs, SortKey, Window, group_rows, per_parent
 
@@ -507,10 +508,7 @@ async def variants_by_product_ids(
         .where(variants.c.product_id.in_(product_ids))
         .order_by(variants.c.product_id, variants.c.id)
     )
-    grouped: dict[int, list[VariantRecord]] = {}
-    for row in (await conn.execute(stmt)).all():
-        grouped.setdefault(row.product_id, []).append(VariantRecord(*row))
-    return grouped
+    return group_records((await conn.execute(stmt)).all(), "product_id", VariantRecord)
 
 
 async def images_by_product_ids(
@@ -521,10 +519,7 @@ async def images_by_product_ids(
         .where(images.c.product_id.in_(product_ids))
         .order_by(images.c.product_id, images.c.position)
     )
-    grouped: dict[int, list[ImageRecord]] = {}
-    for row in (await conn.execute(stmt)).all():
-        grouped.setdefault(row.product_id, []).append(ImageRecord(*row))
-    return grouped
+    return group_records((await conn.execute(stmt)).all(), "product_id", ImageRecord)
 
 
 async def collections_by_product_ids(

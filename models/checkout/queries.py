@@ -28,6 +28,7 @@ from models.checkout.tables import (
     shipping_methods,
 )
 from models.db import insert_ignoring_conflicts, utcnow
+from models.grouping import group_records
 
 MAX_LINES = 100
 MAX_QUANTITY = 999
@@ -136,10 +137,7 @@ async def lines_by_checkout_ids(
         .where(checkout_lines.c.checkout_id.in_(checkout_ids))
         .order_by(checkout_lines.c.checkout_id, checkout_lines.c.id)
     )
-    grouped: dict[int, list[CheckoutLineRecord]] = {}
-    for row in (await conn.execute(stmt)).all():
-        grouped.setdefault(row.checkout_id, []).append(CheckoutLineRecord(*row))
-    return grouped
+    return group_records((await conn.execute(stmt)).all(), "checkout_id", CheckoutLineRecord)
 
 
 async def variant_info(

@@ -15,6 +15,7 @@ from sqlalchemy.sql import ColumnElement
 from models.accounts.queries import ADDRESS_FIELDS
 from models.accounts.tables import addresses, users
 from models.db import Database, utcnow
+from models.grouping import group_records
 from models.orders.tables import order_lines, orders
 from models.pagination import Page, PageArgs, SortKey, Window, group_rows, per_parent
 from models.payments.tables import payments
@@ -250,10 +251,7 @@ async def lines_by_order_ids(
         .where(order_lines.c.order_id.in_(order_ids))
         .order_by(order_lines.c.order_id, order_lines.c.id)
     )
-    grouped: dict[int, list[OrderLineRecord]] = {}
-    for row in (await conn.execute(stmt)).all():
-        grouped.setdefault(row.order_id, []).append(OrderLineRecord(*row))
-    return grouped
+    return group_records((await conn.execute(stmt)).all(), "order_id", OrderLineRecord)
 
 
 async def payments_by_order_ids(
@@ -264,10 +262,7 @@ async def payments_by_order_ids(
         .where(payments.c.order_id.in_(order_ids))
         .order_by(payments.c.order_id, payments.c.id)
     )
-    grouped: dict[int, list[PaymentRecord]] = {}
-    for row in (await conn.execute(stmt)).all():
-        grouped.setdefault(row.order_id, []).append(PaymentRecord(*row))
-    return grouped
+    return group_records((await conn.execute(stmt)).all(), "order_id", PaymentRecord)
 
 
 ORDER_SORTS = {

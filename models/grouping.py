@@ -1,0 +1,16 @@
+"""Rows of a batched child query, grouped under their parent's key as records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+R = TypeVar("R")
+
+
+def group_records(rows: Iterable[Any], key: str, record: Callable[..., R]) -> dict[Any, list[R]]:
+    """{row.<key>: [record(*row), ...]} keeping the rows' order within each parent."""
+    grouped: dict[Any, list[R]] = {}
+    for row in rows:
+        grouped.setdefault(getattr(row, key), []).append(record(*row))
+    return grouped
