@@ -22,7 +22,10 @@ KEYS = {
     "datetime": SortKey("CREATED_AT", COL, ID, True, "datetime"),
 }
 VALUES = {
-    "str": st.text(st.characters(blacklist_characters="\x00"), max_size=50),
+    # Names as the database can hold them: valid Unicode (no lone surrogates), no NUL.
+    "str": st.text(
+        st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=50
+    ),
     "int": st.integers(0, 2**62),
     "float": st.floats(allow_nan=False, allow_infinity=False),
     "datetime": st.datetimes(timezones=st.just(UTC)),
