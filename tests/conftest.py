@@ -32,6 +32,8 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 CATALOG_PRODUCTS = 150
 CATALOG_SEED = 7
 PG_PREFIX = "shopql_t_"
+# This run's databases carry its process ID, so runs on one server do not drop each other's.
+RUN_PREFIX = f"{PG_PREFIX}{os.getpid()}_"
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
 
@@ -51,7 +53,7 @@ class DatabaseFactory:
             target = self.workdir / f"{uuid.uuid4().hex}.db"
             shutil.copyfile(make_url(self.template_url).database or "", target)
             return f"sqlite+aiosqlite:///{target}"
-        name = f"{PG_PREFIX}{uuid.uuid4().hex[:12]}"
+        name = f"{RUN_PREFIX}{uuid.uuid4().hex[:12]}"
         template = make_url(self.template_url).database
         _pg_admin(self.template_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         return str(make_url(self.template_url).set(database=name).render_as_string(False))
@@ -80,8 +82,26 @@ def _pg_admin(url: str, *statements: str) -> None:
     asyncio.run(run())
 
 
+def _left_behind(name: str) -> bool:
+    """A test database of this run, or of a run whose process is gone."""
+    pid_text = name[len(PG_PREFIX) :].split("_", 1)[0]
+    if not pid_text.isdigit():
+        return True  # an older naming scheme
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def _pg_cleanup(url: str) -> None:
-    """Drop what earlier runs left behind, so every run starts from a clean database."""
+    """Drop what this run and dead earlier runs left behind, so every run starts from a
+    clean database while concurrent runs on the same server keep theirs."""
     admin = make_url(url).set(database="postgres")
 
     async def names() -> list[str]:
@@ -95,7 +115,7 @@ def _pg_cleanup(url: str) -> None:
         finally:
             await engine.dispose()
 
-    stale = asyncio.run(names())
+    stale = [name for name in asyncio.run(names()) if _left_behind(name)]
     if stale:
         _pg_admin(url, *(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in stale))
 
@@ -114,7 +134,7 @@ def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFact
     workdir = tmp_path_factory.mktemp("db")
     if TEST_DATABASE_URL:
         _pg_cleanup(TEST_DATABASE_URL)
-        name = f"{PG_PREFIX}catalog_{uuid.uuid4().hex[:8]}"
+        name = f"{RUN_PREFIX}catalog_{uuid.uuid4().hex[:8]}"
         _pg_admin(TEST_DATABASE_URL, f'CREATE DATABASE "{name}"')
         url = make_url(TEST_DATABASE_URL).set(database=name).render_as_string(False)
     else:
