@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Any
 
 import strawberry
 from strawberry.types import Info
@@ -16,18 +16,13 @@ from models.money import money
 from resolvers import checkout as r
 from resolvers import ids
 from resolvers.context import Context
-from schema.accounts import AddressInput
+from schema.accounts import Address, AddressInput, User
 from schema.catalog import Money, ProductVariant
 from schema.fields import computed, global_id, loaded
 from schema.orders import Order
 from schema.relay import Node
 
-if TYPE_CHECKING:
-    from schema.accounts import Address, User
-
 Ctx = Info[Context, None]
-AddressType = Annotated["Address", strawberry.lazy("schema.accounts")]
-UserType = Annotated["User", strawberry.lazy("schema.accounts")]
 
 
 @strawberry.enum
@@ -132,13 +127,13 @@ class Checkout(Node):
         lambda root: strawberry.ID(ids.encode("Checkout", root.token)), strawberry.ID
     )
     email: str | None
-    user: UserType | None = loaded(lambda c: c.accounts.user_by_id, "user_id", UserType | None)
+    user: User | None = loaded(lambda c: c.accounts.user_by_id, "user_id", User | None)
     lines: list[CheckoutLine] = loaded(
         lambda c: c.commerce.lines_by_checkout_id, "id", list[CheckoutLine]
     )
     quantity: int = computed(_checkout_quantity, int)
-    shipping_address: AddressType | None = loaded(
-        lambda c: c.commerce.address_by_id, "shipping_address_id", AddressType | None
+    shipping_address: Address | None = loaded(
+        lambda c: c.commerce.address_by_id, "shipping_address_id", Address | None
     )
     shipping_method: ShippingMethod | None = loaded(
         lambda c: c.commerce.shipping_method_by_id, "shipping_method_id", ShippingMethod | None
