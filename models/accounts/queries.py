@@ -213,18 +213,23 @@ class SessionTokens:
     refresh_token: str
 
 
-async def _issue_refresh(conn: AsyncConnection, *, session_id: str, ttl: int) -> str:
+async def _store_token(conn: AsyncConnection, table: sa.Table, *, ttl: int, **owner: Any) -> str:
+    """A new opaque token; only its hash is stored, with its owner and expiry."""
     token = new_opaque_token()
     now = utcnow()
     await conn.execute(
-        refresh_tokens.insert().values(
+        table.insert().values(
             token_hash=token_hash(token),
-            session_id=session_id,
             created_at=now,
             expires_at=now + timedelta(seconds=ttl),
+            **owner,
         )
     )
     return token
+
+
+async def _issue_refresh(conn: AsyncConnection, *, session_id: str, ttl: int) -> str:
+    return await _store_token(conn, refresh_tokens, ttl=ttl, session_id=session_id)
 
 
 async def start_session(conn: AsyncConnection, *, user_id: int, refresh_ttl: int) -> SessionTokens:
@@ -330,17 +335,7 @@ async def revoke_user_sessions(conn: AsyncConnection, *, user_id: int) -> None:
 
 
 async def create_reset_token(conn: AsyncConnection, *, user_id: int, ttl: int) -> str:
-    token = new_opaque_token()
-    now = utcnow()
-    await conn.execute(
-        password_reset_tokens.insert().values(
-            token_hash=token_hash(token),
-            user_id=user_id,
-            created_at=now,
-            expires_at=now + timedelta(seconds=ttl),
-        )
-    )
-    return token
+    return await _store_token(conn, password_reset_tokens, ttl=ttl, user_id=user_id)
 
 
 async def reset_token_is_live(conn: AsyncConnection, *, token: str) -> bool:
