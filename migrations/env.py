@@ -6,6 +6,7 @@ from alembic import context
 
 # Importing the table modules registers their tables on the shared metadata.
 import models.accounts.tables
+import models.audit.tables
 import models.catalog.tables
 import models.checkout.tables
 import models.orders.tables

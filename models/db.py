@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 
+from models.events import EventBus, take_pending
+
 metadata = SQLModel.metadata
 
 
@@ -148,6 +150,7 @@ class Database:
         event.listen(sync_engine, "before_cursor_execute", _before_execute)
         event.listen(sync_engine, "after_cursor_execute", _after_execute)
         self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.events = EventBus()
 
     @property
     def dialect(self) -> str:
@@ -168,9 +171,15 @@ class Database:
             try:
                 yield conn
             except BaseException:
+                take_pending(conn)
                 await conn.rollback()
                 raise
-            await conn.commit()
+            try:
+                await conn.commit()
+            finally:
+                events = take_pending(conn)
+            if events:
+                self.events.publish(events)
 
     async def ping(self) -> None:
         async with self.read() as conn:

@@ -1,0 +1,1 @@
+"""The staff audit log: who changed what, when."""

@@ -1,0 +1,84 @@
+"""Domain events raised inside write transactions and published only after they commit.
+
+A data-layer function that changes something other parts of the system may care about
+(stock, orders, payments) calls `record_event(conn, name, payload)` on the transaction's
+connection. `Database.transaction()` publishes the recorded events to `db.events` after
+a successful commit and drops them on rollback, so no subscriber ever hears of a change
+that did not happen.
+
+The bus here is in-process; subscribers (GraphQL subscriptions, webhook delivery) attach
+with `EventBus.subscribe()` or `EventBus.add_listener()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+logger = logging.getLogger("shopql.events")
+
+# Names in use (payloads are JSON-serialisable dicts):
+VARIANT_STOCK_CHANGED = "variant_stock_changed"  # {"variant_ids": [int, ...]}
+ORDER_CREATED = "order_created"  # {"order_id": int}
+ORDER_UPDATED = "order_updated"  # {"order_id": int, "fields": [str, ...]}
+PAYMENT_CHANGED = "payment_changed"  # {"payment_id": int, "order_id": int | None}
+
+_PENDING = "shopql_pending_events"
+QUEUE_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    name: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+def record_event(conn: AsyncConnection, name: str, payload: dict[str, Any]) -> None:
+    """Queue an event on this transaction; published after commit, dropped on rollback."""
+    conn.info.setdefault(_PENDING, []).append(Event(name, payload))
+
+
+def take_pending(conn: AsyncConnection) -> list[Event]:
+    return conn.info.pop(_PENDING, [])
+
+
+class EventBus:
+    """In-process fan-out. Slow subscribers lose their oldest events, never block writers."""
+
+    def __init__(self) -> None:
+        self._queues: set[asyncio.Queue[Event]] = set()
+        self._listeners: list[Callable[[Event], None]] = []
+        self.published = 0
+
+    def add_listener(self, listener: Callable[[Event], None]) -> Callable[[], None]:
+        """Call `listener(event)` synchronously for every event; returns a remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    @asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[Event]]:
+        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=QUEUE_LIMIT)
+        self._queues.add(queue)
+        try:
+            yield queue
+        finally:
+            self._queues.discard(queue)
+
+    def publish(self, events: list[Event]) -> None:
+        for event in events:
+            self.published += 1
+            for listener in list(self._listeners):
+                try:
+                    listener(event)
+                except Exception:
+                    logger.exception("event listener failed on %s", event.name)
+            for queue in self._queues:
+                if queue.full():
+                    queue.get_nowait()
+                queue.put_nowait(event)
