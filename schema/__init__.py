@@ -15,9 +15,12 @@ from schema.checkout import Checkout, CheckoutMutation, CheckoutQuery, ShippingM
 from schema.node import NodeQuery
 from schema.orders import Order, OrderQuery, Payment
 from schema.scalars import DECIMAL_SCALAR
+from schema.staff import AuditEntry, StaffMutation, StaffQuery
 
-Query = merge_types("Query", (NodeQuery, CatalogQuery, AccountQuery, CheckoutQuery, OrderQuery))
-Mutation = merge_types("Mutation", (AccountMutation, CheckoutMutation))
+Query = merge_types(
+    "Query", (NodeQuery, CatalogQuery, AccountQuery, CheckoutQuery, OrderQuery, StaffQuery)
+)
+Mutation = merge_types("Mutation", (AccountMutation, CheckoutMutation, StaffMutation))
 
 
 class ShopSchema(strawberry.Schema):
@@ -40,6 +43,7 @@ def build_schema(*, debug: bool = False) -> strawberry.Schema:
             Order,
             Payment,
             ShippingMethod,
+            AuditEntry,
         ],
         config=StrawberryConfig(
             disable_field_suggestions=not debug, scalar_map={Decimal: DECIMAL_SCALAR}

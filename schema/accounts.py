@@ -117,6 +117,7 @@ class User(Node):
     first_name: str
     last_name: str
     is_staff: bool
+    is_active: bool = strawberry.field(description="Inactive accounts cannot sign in.")
     permissions: list[Permission] = computed(_permissions, list[Permission])
     addresses: list[Address] = computed(_addresses, list[Address])
     default_shipping_address: Address | None = computed(_default_shipping, Address | None)

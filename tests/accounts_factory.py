@@ -206,3 +206,17 @@ class Calls:
             return await original(*args, **kwargs)
 
         setattr(obj, name, counted)
+
+
+async def mint_token(db: Database, user_id: int, *, ttl: int = 900) -> str:
+    """An access token for `user_id` on a new session, without a sign-in round trip
+    (no password hashing: fast fixtures for permission tests)."""
+    from conftest import TEST_SECRET
+
+    from models.accounts.tokens import create_access_token
+
+    async with db.transaction() as conn:
+        tokens = await q.start_session(conn, user_id=user_id, refresh_ttl=3600)
+    return create_access_token(
+        secret=TEST_SECRET, user_id=user_id, session_id=tokens.session_id, ttl=ttl
+    )
