@@ -8,54 +8,82 @@ import contextlib
 import getpass
 import logging
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from models import telemetry
 from models.accounts.passwords import Passwords
 from models.db import Database
+from models.logs import configure_logging, logging_config
 from models.mail import Mailer, SmtpConfig
 from models.payments.gateways import DummyGateway, Gateway
 from models.payments.stripe_gateway import StripeGateway
 from models.payments.webhooks import stripe_webhook
 from models.settings import Settings, SettingsError
+from models.telemetry import Metrics, otlp_tracer_provider
 from models.throttle import MemoryThrottle
+from models.webhooks.worker import WebhookWorker
 from resolvers.context import Services
 from schema import build_schema, export_sdl
 from schema.http import GraphQLApp
+from schema.observability import (
+    ObservabilityMiddleware,
+    Tracing,
+    metrics_endpoint,
+    readyz_endpoint,
+    run_checks,
+)
 
 logger = logging.getLogger("shopql")
 
 
-def create_app(settings: Settings | None = None, *, db: Database | None = None) -> Starlette:
-    """Build the ASGI app. Tests pass their own settings (and may share a Database)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    db: Database | None = None,
+    tracer_provider: Any = None,
+) -> Starlette:
+    """Build the ASGI app. Tests pass their own settings (and may share a Database, or
+    trace into their own OpenTelemetry TracerProvider)."""
     settings = settings or Settings.from_env()
     database = db or Database(settings.database_url, pool_size=settings.db_pool_size)
     services = create_services(settings, database)
+    metrics = Metrics() if settings.metrics else None
+    own_provider = tracer_provider is None and settings.otel_endpoint is not None
+    if own_provider and settings.otel_endpoint is not None:
+        tracer_provider = otlp_tracer_provider(settings.otel_endpoint)
+    tracing = Tracing(tracer_provider) if tracer_provider is not None else None
     graphql = GraphQLApp(
-        build_schema(debug=settings.debug), db=database, settings=settings, services=services
+        build_schema(debug=settings.debug, limits=settings.query_limits),
+        db=database,
+        settings=settings,
+        services=services,
+        tracing=tracing,
     )
 
     async def healthz(_request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(_request: Request) -> JSONResponse:
-        try:
-            await asyncio.wait_for(database.ping(), timeout=5)
-        except Exception:  # the reason is logged, never returned
-            logger.exception("readiness check failed: database unreachable")
-            return JSONResponse({"status": "unavailable", "database": "error"}, status_code=503)
-        return JSONResponse({"status": "ok", "database": "ok"})
-
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        # Background tasks started here (webhook deliveries) record into this app's metrics.
+        active = telemetry.activate(metrics) if metrics is not None else None
+        webhook_worker = None
+        if settings.webhook_worker:  # delivers the webhook outbox in the background
+            webhook_worker = WebhookWorker(database, allow_private=settings.webhook_allow_private)
+            webhook_worker.start()
         yield
+        if webhook_worker is not None:
+            await webhook_worker.stop()
         await services.mailer.drain()
         for gateway in services.gateways.values():
             close = getattr(gateway, "aclose", None)
@@ -63,8 +91,18 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
                 await close()
         if db is None:
             await database.dispose()
+        if active is not None:
+            telemetry.deactivate(active)
+        if metrics is not None:
+            metrics.close()
+        if own_provider:
+            await asyncio.to_thread(tracer_provider.shutdown)  # flushes pending spans
 
     middleware = []
+    if settings.access_log or metrics is not None:
+        middleware.append(
+            Middleware(ObservabilityMiddleware, metrics=metrics, access_log=settings.access_log)
+        )
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -81,13 +119,17 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     if settings.stripe_webhook_secret:
         webhook = stripe_webhook(database, secret=settings.stripe_webhook_secret)
         webhooks.append(Route("/webhooks/stripe", webhook, methods=["POST"]))
+    operations: list[BaseRoute] = []
+    if metrics is not None:
+        operations.append(Route("/metrics", metrics_endpoint(metrics, settings.metrics_token)))
     app = Starlette(
         debug=False,
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
-            Route("/readyz", readyz),
+            Route("/readyz", readyz_endpoint(database)),
+            *operations,
             *webhooks,
         ],
         middleware=middleware,
@@ -96,6 +138,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.db = database
     app.state.settings = settings
     app.state.services = services
+    app.state.metrics = metrics
+    app.state.tracing = tracing
     return app
 
 
@@ -125,7 +169,10 @@ def create_services(settings: Settings, db: Database) -> Services:
 
 def create_app_from_env() -> Starlette:
     """uvicorn factory for `--workers N` and `--reload`."""
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    if not logging.getLogger().handlers:  # started by a bare `uvicorn ... --factory`
+        configure_logging(settings)
+    return create_app(settings)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -184,6 +231,26 @@ async def _recover(settings: Settings, *, minutes: int) -> dict[str, int]:
     try:
         return await recover_stale(db, services.gateways, older_than=timedelta(minutes=minutes))
     finally:
+        await db.dispose()
+
+
+async def _webhook_worker(settings: Settings) -> None:
+    """Deliver the webhook outbox until SIGTERM / SIGINT (beside servers that run with
+    SHOPQL_WEBHOOK_WORKER=0, or as extra capacity: workers share the outbox safely)."""
+    import signal
+
+    db = Database(settings.database_url)
+    worker = WebhookWorker(db, allow_private=settings.webhook_allow_private)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    worker.start()
+    print("shopql: delivering webhooks (Ctrl-C to stop)", file=sys.stderr)
+    try:
+        await stop.wait()
+    finally:
+        await worker.stop()
         await db.dispose()
 
 
@@ -258,7 +325,23 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
     serve.add_argument("--no-demo", action="store_true", help="do not seed demo data")
     serve.add_argument("--demo-products", type=int, default=500, metavar="N")
+    serve.add_argument(
+        "--timeout-graceful-shutdown",
+        type=int,
+        default=20,
+        metavar="S",
+        help="on SIGTERM, seconds to let in-flight requests finish (default 20)",
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        metavar="IPS",
+        help="proxies trusted for X-Forwarded-For/-Proto (default: $FORWARDED_ALLOW_IPS "
+        "or 127.0.0.1)",
+    )
+    sub.add_parser("check", help="check the configuration, database, migrations and Redis")
     sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("worker", help="deliver webhooks (for servers run with SHOPQL_WEBHOOK_WORKER=0)")
     seed = sub.add_parser("seed", help="generate a deterministic demo catalog")
     seed.add_argument("--products", type=int, default=500, metavar="N")
     seed.add_argument("--seed", type=int, default=42, metavar="S")
@@ -275,6 +358,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     admin.add_argument("--first-name", default="")
     admin.add_argument("--last-name", default="")
+    imports = sub.add_parser(
+        "import-products",
+        help="create or update products and variants from a CSV file (format: see README)",
+    )
+    imports.add_argument("file", metavar="FILE.csv")
+    imports.add_argument("--batch-size", type=int, default=2000, metavar="ROWS")
     return parser
 
 
@@ -284,11 +373,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "export-schema":
         sys.stdout.write(export_sdl())
         return 0
+    if args.command == "check":
+        return _check_command()
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         print(f"shopql: configuration error: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings)
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
         print("Database is up to date.", file=sys.stderr)
@@ -301,6 +393,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 0
+    if args.command == "worker":
+        asyncio.run(_webhook_worker(settings))
+        return 0
+    if args.command == "import-products":
+        from models.catalog.importer import run_cli
+
+        asyncio.run(_migrate(settings))
+        return run_cli(
+            settings.database_url, args.file, currency=settings.currency, batch_rows=args.batch_size
+        )
     if args.command == "create-admin":
         return _create_admin_command(settings, args)
     if args.command == "seed":
@@ -316,23 +418,68 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"shopql: {exc}", file=sys.stderr)
             return 1
         return 0
-    # serve
+    return _serve(settings, args)
+
+
+def _stop(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Migrate, seed, serve. SIGTERM: uvicorn stops accepting, lets in-flight requests
+    finish (--timeout-graceful-shutdown), runs the app's shutdown (webhooks, mail, database
+    pool), and the process exits 0."""
+    import shutil
+    import tempfile
+
     import uvicorn
 
+    # uvicorn re-raises the SIGTERM it handled once it has drained; this handler turns that
+    # (and a SIGTERM before serving starts) into a clean exit.
+    signal.signal(signal.SIGTERM, _stop)
     asyncio.run(_prepare(settings, demo=not args.no_demo, products=args.demo_products, seed=42))
+    workers = args.workers if not args.reload else None
     if args.workers > 1 and settings.database_url.startswith("sqlite"):
         logger.warning("several workers share one SQLite file; use PostgreSQL to scale out")
+    metrics_dir = None
+    if settings.metrics and (workers or 1) > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers are fresh processes: they read this before importing prometheus_client.
+        metrics_dir = tempfile.mkdtemp(prefix="shopql-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     print(f"shopql: GraphQL API at http://{args.host}:{args.port}/graphql", file=sys.stderr)
-    uvicorn.run(
-        "app:create_app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers if not args.reload else None,
-        reload=args.reload,
-        log_level="info",
-        proxy_headers=True,
-    )
+    try:
+        uvicorn.run(
+            "app:create_app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=workers,
+            reload=args.reload,
+            log_config=logging_config(settings),
+            log_level=settings.log_level.lower(),
+            access_log=not settings.access_log,  # ours (shopql.access) replaces uvicorn's
+            proxy_headers=True,
+            forwarded_allow_ips=args.forwarded_allow_ips,
+            timeout_graceful_shutdown=max(1, args.timeout_graceful_shutdown),
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _check_command() -> int:
+    """`shopql check`: one line per check; exit 1 when any fails."""
+    checks = asyncio.run(run_checks())
+    width = max(len(check.name) for check in checks)
+    for check in checks:
+        mark = "ok  " if check.ok else "FAIL"
+        print(f"{mark}  {check.name:<{width}}  {check.detail}")
+    failed = [check.name for check in checks if not check.ok]
+    if failed:
+        print(f"shopql check: {len(failed)} of {len(checks)} checks failed: {', '.join(failed)}")
+        return 1
+    print(f"shopql check: all {len(checks)} checks passed")
     return 0
 
 

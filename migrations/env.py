@@ -10,7 +10,8 @@ import models.audit.tables
 import models.catalog.tables
 import models.checkout.tables
 import models.orders.tables
-import models.payments.tables  # noqa: F401
+import models.payments.tables
+import models.webhooks.tables  # noqa: F401
 from models.db import metadata
 from models.migrate import include_name
 

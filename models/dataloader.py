@@ -2,29 +2,40 @@
 
 Kept in the data layer (which never imports strawberry) and deliberately minimal: the
 batch function receives unique keys and returns one value per key, in order.
+
+`batch_observer`, when set for the current request, is told the size of every batch
+(metrics); unset, dispatching costs one context-variable read.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from contextvars import ContextVar
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
+# (loader name, keys in the batch); set per request by models.telemetry.activate.
+batch_observer: ContextVar[Callable[[str, int], None] | None] = ContextVar(
+    "shopql_batch_observer", default=None
+)
+
 
 class DataLoader(Generic[K, V]):
-    __slots__ = ("_batch_fn", "_cache", "_max_batch_size", "_queue", "_tasks")
+    __slots__ = ("_batch_fn", "_cache", "_max_batch_size", "_name", "_queue", "_tasks")
 
     def __init__(
         self,
         batch_fn: Callable[[list[K]], Awaitable[Sequence[V]]],
         *,
         max_batch_size: int = 500,
+        name: str | None = None,
     ) -> None:
         self._batch_fn = batch_fn
         self._max_batch_size = max_batch_size
+        self._name = name
         self._cache: dict[K, asyncio.Future[V]] = {}
         self._queue: list[K] = []
         self._tasks: set[asyncio.Task[None]] = set()  # strong references while running
@@ -51,11 +62,23 @@ class DataLoader(Generic[K, V]):
             future.set_result(value)
             self._cache[key] = future
 
+    @property
+    def name(self) -> str:
+        """The name given, else the batch function's qualified name (metrics label)."""
+        if self._name is None:
+            qualname = getattr(self._batch_fn, "__qualname__", "loader")
+            self._name = qualname.replace("<locals>.", "")
+        return self._name
+
     def _dispatch(self) -> None:
         queue, self._queue = self._queue, []
         size = self._max_batch_size
+        observe = batch_observer.get()
         for start in range(0, len(queue), size):
-            task = asyncio.ensure_future(self._run(queue[start : start + size]))
+            batch = queue[start : start + size]
+            if observe is not None:
+                observe(self.name, len(batch))
+            task = asyncio.ensure_future(self._run(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import DateTime, event
@@ -23,7 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 
-from models.events import EventBus, take_pending
+from models.events import EventBus, flush_pending, take_pending
+
+if TYPE_CHECKING:
+    from models.telemetry import SqlTracer
 
 metadata = SQLModel.metadata
 
@@ -83,11 +86,13 @@ def utcnow() -> datetime:
 
 @dataclass(slots=True)
 class SqlStats:
-    """SQL statements run (and time spent) on behalf of one request."""
+    """SQL statements run (and time spent) on behalf of one request; `tracer` is set when
+    the request is traced (one OpenTelemetry span per statement)."""
 
     count: int = 0
     seconds: float = 0.0
     _started: list[float] = field(default_factory=list)
+    tracer: SqlTracer | None = None
 
 
 _sql_stats: contextvars.ContextVar[SqlStats | None] = contextvars.ContextVar(
@@ -107,12 +112,29 @@ def _before_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
     if stats is not None and not statement.startswith("BEGIN"):
         stats.count += 1
         stats._started.append(time.perf_counter())
+        if stats.tracer is not None:
+            stats.tracer.start(conn, statement)
 
 
 def _after_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
     stats = _sql_stats.get()
     if stats is not None and stats._started and not statement.startswith("BEGIN"):
         stats.seconds += time.perf_counter() - stats._started.pop()
+        if stats.tracer is not None:
+            stats.tracer.end(conn)
+
+
+def _execute_failed(exc_context: Any) -> None:
+    """A statement raised: close its timing (and span) so the next one pairs correctly."""
+    stats = _sql_stats.get()
+    statement = exc_context.statement
+    if stats is None or not stats._started or not statement or statement.startswith("BEGIN"):
+        return
+    if getattr(exc_context, "cursor", None) is None:
+        return  # failed before before_cursor_execute ran
+    stats.seconds += time.perf_counter() - stats._started.pop()
+    if stats.tracer is not None and exc_context.connection is not None:
+        stats.tracer.fail(exc_context.connection, exc_context.original_exception)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -149,6 +171,7 @@ class Database:
             event.listen(sync_engine, "connect", _sqlite_on_connect)
         event.listen(sync_engine, "before_cursor_execute", _before_execute)
         event.listen(sync_engine, "after_cursor_execute", _after_execute)
+        event.listen(sync_engine, "handle_error", _execute_failed)
         self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.events = EventBus()
 
@@ -170,6 +193,7 @@ class Database:
                 await conn.exec_driver_sql("BEGIN IMMEDIATE")
             try:
                 yield conn
+                await flush_pending(conn)  # the durable outbox, atomic with the change
             except BaseException:
                 take_pending(conn)
                 await conn.rollback()

@@ -2,12 +2,15 @@
 
 A data-layer function that changes something other parts of the system may care about
 (stock, orders, payments) calls `record_event(conn, name, payload)` on the transaction's
-connection. `Database.transaction()` publishes the recorded events to `db.events` after
-a successful commit and drops them on rollback, so no subscriber ever hears of a change
-that did not happen.
+connection. `Database.transaction()` then, just before it commits, writes the events
+webhooks subscribe to into the durable outbox (`flush_pending`: one INSERT ... SELECT on
+the same transaction, see models/webhooks/outbox.py), and after a successful commit
+publishes them to `db.events`. On rollback both are dropped, so neither a subscriber nor a
+webhook receiver ever hears of a change that did not happen.
 
-The bus here is in-process; subscribers (GraphQL subscriptions, webhook delivery) attach
-with `EventBus.subscribe()` or `EventBus.add_listener()`.
+The bus here is in-process; subscribers (GraphQL subscriptions, the webhook worker's
+wake-up) attach with `EventBus.subscribe()` or `EventBus.add_listener()`. Other processes
+learn of events through the outbox table.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ VARIANT_STOCK_CHANGED = "variant_stock_changed"  # {"variant_ids": [int, ...]}
 ORDER_CREATED = "order_created"  # {"order_id": int}
 ORDER_UPDATED = "order_updated"  # {"order_id": int, "fields": [str, ...]}
 PAYMENT_CHANGED = "payment_changed"  # {"payment_id": int, "order_id": int | None}
+# Not a webhook event: a delivery was queued again by hand; wakes this process's worker.
+WEBHOOK_DELIVERY_QUEUED = "webhook_delivery_queued"  # {"delivery_id": int}
 
 _PENDING = "shopql_pending_events"
 QUEUE_LIMIT = 1000
@@ -42,6 +47,16 @@ class Event:
 def record_event(conn: AsyncConnection, name: str, payload: dict[str, Any]) -> None:
     """Queue an event on this transaction; published after commit, dropped on rollback."""
     conn.info.setdefault(_PENDING, []).append(Event(name, payload))
+
+
+async def flush_pending(conn: AsyncConnection) -> None:
+    """Write the transaction's queued events to the webhook outbox, on the transaction."""
+    pending = conn.info.get(_PENDING)
+    if pending:
+        # Imported here: the outbox tables import models.db, which imports this module.
+        from models.webhooks.outbox import write_outbox
+
+        await write_outbox(conn, pending)
 
 
 def take_pending(conn: AsyncConnection) -> list[Event]:

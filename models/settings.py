@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -10,6 +11,9 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./shopql.db"
 # Only ever accepted in debug mode; production refuses to start without a real SECRET_KEY.
 DEVELOPMENT_SECRET_KEY = "shopql-development-secret-key-never-use-in-production"
 MIN_SECRET_LENGTH = 32
+MIN_METRICS_TOKEN_LENGTH = 16
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -43,6 +47,32 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
     return value
 
 
+def fast_execution_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """`SHOPQL_FAST_EXECUTION` (default on): 0 runs every field through graphql-core's stock
+    executor (schema.execution is the fast one)."""
+    return _flag(os.environ if env is None else env, "SHOPQL_FAST_EXECUTION", True)
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """Abuse limits checked before a GraphQL operation runs (schema.limits; README "Limits")."""
+
+    max_depth: int = 10
+    max_aliases: int = 15
+    max_tokens: int = 2000
+    max_cost: int = 1000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> QueryLimits:
+        env = os.environ if env is None else env
+        return cls(
+            max_depth=_int(env, "SHOPQL_MAX_DEPTH", 10, low=1, high=1000),
+            max_aliases=_int(env, "SHOPQL_MAX_ALIASES", 15, low=1, high=10_000),
+            max_tokens=_int(env, "SHOPQL_MAX_TOKENS", 2000, low=1, high=1_000_000),
+            max_cost=_int(env, "SHOPQL_MAX_COST", 1000, low=1, high=1_000_000_000),
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -65,6 +95,20 @@ class Settings:
     password_reset_url: str | None = None
     stripe_secret_key: str | None = field(default=None, repr=False)
     stripe_webhook_secret: str | None = field(default=None, repr=False)
+    # Outbound webhooks: deliver to private/loopback addresses (development and tests only),
+    # and run the delivery worker inside the server (off: run `shopql worker` instead).
+    webhook_allow_private: bool = False
+    webhook_worker: bool = True
+    fast_execution: bool = True  # schema.execution: trivial fields completed inline
+    # Operations (README "Operations"): metrics, logs, tracing, readiness.
+    metrics: bool = False
+    metrics_token: str | None = field(default=None, repr=False)
+    log_format: str | None = None  # None: text in debug, JSON lines otherwise
+    log_level: str = "INFO"
+    access_log: bool = True
+    otel_endpoint: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
+    query_limits: QueryLimits = field(default_factory=QueryLimits)
 
     def __post_init__(self) -> None:
         if "*" in self.cors_origins:
@@ -89,10 +133,42 @@ class Settings:
             )
         if self.smtp_url is not None and not self.smtp_url.startswith(("smtp://", "smtps://")):
             raise SettingsError("SHOPQL_SMTP_URL must start with smtp:// or smtps://")
+        self._check_operations()
+
+    def _check_operations(self) -> None:
+        if self.metrics_token is not None and len(self.metrics_token) < MIN_METRICS_TOKEN_LENGTH:
+            raise SettingsError(
+                f"SHOPQL_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} characters"
+            )
+        if self.metrics and self.metrics_token is None and not self.debug:
+            raise SettingsError(
+                "SHOPQL_METRICS=1 needs SHOPQL_METRICS_TOKEN outside debug mode: /metrics is "
+                "served only to `Authorization: Bearer <token>`, never publicly"
+            )
+        if self.log_format is not None and self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"SHOPQL_LOG_FORMAT must be json or text, got {self.log_format!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise SettingsError(
+                f"SHOPQL_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
+            )
+        if self.otel_endpoint is not None:
+            if not self.otel_endpoint.startswith(("http://", "https://")):
+                raise SettingsError("OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s):// URL")
+            if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None:
+                raise SettingsError(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry is not installed: "
+                    "pip install 'shopql[otel]'"
+                )
 
     @property
     def graphiql_enabled(self) -> bool:
         return self.debug if self.graphiql is None else self.graphiql
+
+    @property
+    def log_format_effective(self) -> str:
+        if self.log_format is not None:
+            return self.log_format
+        return "text" if self.debug else "json"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -128,4 +204,15 @@ class Settings:
             password_reset_url=env.get("SHOPQL_PASSWORD_RESET_URL") or None,
             stripe_secret_key=env.get("STRIPE_SECRET_KEY", "").strip() or None,
             stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", "").strip() or None,
+            webhook_allow_private=_flag(env, "SHOPQL_WEBHOOK_ALLOW_PRIVATE", False),
+            webhook_worker=_flag(env, "SHOPQL_WEBHOOK_WORKER", True),
+            fast_execution=fast_execution_enabled(env),
+            metrics=_flag(env, "SHOPQL_METRICS", False),
+            metrics_token=env.get("SHOPQL_METRICS_TOKEN", "").strip() or None,
+            log_format=env.get("SHOPQL_LOG_FORMAT", "").strip().lower() or None,
+            log_level=env.get("SHOPQL_LOG_LEVEL", "").strip().upper() or "INFO",
+            access_log=_flag(env, "SHOPQL_ACCESS_LOG", True),
+            otel_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or None,
+            redis_url=env.get("REDIS_URL", "").strip() or None,
+            query_limits=QueryLimits.from_env(env),
         )

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from email_validator import EmailNotValidError, validate_email
 
+from models import telemetry
 from models.accounts import queries as q
 from models.accounts.passwords import PasswordPolicyError, check_policy
 from models.accounts.queries import ADDRESS_FIELDS, AddressRecord, EmailTaken, UserRecord
@@ -49,6 +50,8 @@ class AddressResult:
 
 
 def _fail(code: str, message: str, field: str | None = None) -> list[Problem]:
+    if code == "RATE_LIMITED":
+        telemetry.rate_limited("accounts")
     return [Problem(code, message, field)]
 
 

@@ -17,7 +17,7 @@ INT_KEYED = frozenset(
     {
         "Product", "ProductVariant", "Category", "Collection", "User", "Address",
         "CheckoutLine", "Order", "OrderLine", "Payment", "ShippingMethod",
-        "PromoCode", "Fulfillment", "AuditEntry",
+        "PromoCode", "Fulfillment", "AuditEntry", "Webhook", "WebhookDelivery",
     }
 )  # fmt: skip
 # Checkouts are keyed by their unguessable token, never by a sequential number.

@@ -9,18 +9,45 @@ import strawberry
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
+from models.settings import QueryLimits, fast_execution_enabled
 from schema.accounts import AccountMutation, AccountQuery, Address, User
 from schema.catalog import CatalogQuery, Category, Collection, Product, ProductVariant
+from schema.catalog_admin import CatalogAdminMutation
 from schema.checkout import Checkout, CheckoutMutation, CheckoutQuery, ShippingMethod
+from schema.execution import FastExecutionContext
+from schema.limits import QueryLimitsExtension
 from schema.node import NodeQuery
-from schema.orders import Order, OrderQuery, Payment
+from schema.orders import Fulfillment, Order, OrderQuery, Payment
+from schema.orders_admin import OrdersAdminMutation, OrdersAdminQuery, PromoCode
 from schema.scalars import DECIMAL_SCALAR
+from schema.settling import SettlingExecutionContext
 from schema.staff import AuditEntry, StaffMutation, StaffQuery
+from schema.webhooks import Webhook, WebhookDelivery, WebhookMutation, WebhookQuery
 
 Query = merge_types(
-    "Query", (NodeQuery, CatalogQuery, AccountQuery, CheckoutQuery, OrderQuery, StaffQuery)
+    "Query",
+    (
+        NodeQuery,
+        CatalogQuery,
+        AccountQuery,
+        CheckoutQuery,
+        OrderQuery,
+        OrdersAdminQuery,
+        StaffQuery,
+        WebhookQuery,
+    ),
 )
-Mutation = merge_types("Mutation", (AccountMutation, CheckoutMutation, StaffMutation))
+Mutation = merge_types(
+    "Mutation",
+    (
+        AccountMutation,
+        CheckoutMutation,
+        StaffMutation,
+        CatalogAdminMutation,
+        OrdersAdminMutation,
+        WebhookMutation,
+    ),
+)
 
 
 class ShopSchema(strawberry.Schema):
@@ -28,7 +55,19 @@ class ShopSchema(strawberry.Schema):
         """Errors are logged where they are formatted (schema.http), with request IDs."""
 
 
-def build_schema(*, debug: bool = False) -> strawberry.Schema:
+def build_schema(
+    *,
+    debug: bool = False,
+    fast_execution: bool | None = None,
+    limits: QueryLimits | None = None,
+) -> strawberry.Schema:
+    """`fast_execution`: complete trivial fields inline (schema.execution); None reads
+    `SHOPQL_FAST_EXECUTION` (default on). `limits`: the abuse limits (schema.limits);
+    None reads `SHOPQL_MAX_*`."""
+    if fast_execution is None:
+        fast_execution = fast_execution_enabled()
+    if limits is None:
+        limits = QueryLimits.from_env()
     return ShopSchema(
         query=Query,
         mutation=Mutation,
@@ -42,12 +81,20 @@ def build_schema(*, debug: bool = False) -> strawberry.Schema:
             Checkout,
             Order,
             Payment,
+            Fulfillment,
+            PromoCode,
             ShippingMethod,
             AuditEntry,
+            Webhook,
+            WebhookDelivery,
         ],
         config=StrawberryConfig(
             disable_field_suggestions=not debug, scalar_map={Decimal: DECIMAL_SCALAR}
         ),
+        execution_context_class=(
+            FastExecutionContext if fast_execution else SettlingExecutionContext
+        ),
+        extensions=[QueryLimitsExtension.factory(limits)],
     )
 
 

@@ -3,11 +3,11 @@ error codes, masking and debug extensions."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
-import uuid
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from cross_web import HTTPException
@@ -16,14 +16,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET
 
 from models.db import Database, track_sql
 from models.errors import Forbidden, InvalidInput, NotAuthenticated
 from models.settings import Settings
 from resolvers.accounts import authenticate
 from resolvers.context import Context, Services
+from schema.observability import Tracing, request_id_for
 
 logger = logging.getLogger("shopql.graphql")
 
@@ -36,14 +38,24 @@ _BAD_VARIABLE_VALUE = re.compile(
     r"provided|of non-null type .* must not be null)",
     re.S,
 )
-MAX_REQUEST_ID = 128
 
 
 def request_id_of(request: Request | WebSocket) -> str:
-    given = request.headers.get("x-request-id", "")
-    if given and len(given) <= MAX_REQUEST_ID and given.isprintable() and given.isascii():
-        return given
-    return uuid.uuid4().hex
+    """The client's X-Request-ID when usable, else a new one; the same all request long
+    (the access log line, the error's `requestId` and the response header agree)."""
+    return request_id_for(request.scope)
+
+
+def _cancelled(error: GraphQLError) -> bool:
+    """Whether the error's cause chain holds an asyncio.CancelledError."""
+    seen: BaseException | None = error.original_error
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, asyncio.CancelledError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
@@ -86,7 +98,13 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
 
 class GraphQLApp(GraphQL[Context, None]):
     def __init__(
-        self, schema: Any, *, db: Database, settings: Settings, services: Services
+        self,
+        schema: Any,
+        *,
+        db: Database,
+        settings: Settings,
+        services: Services,
+        tracing: Tracing | None = None,
     ) -> None:
         super().__init__(
             schema,
@@ -97,6 +115,46 @@ class GraphQLApp(GraphQL[Context, None]):
         self.db = db
         self.settings = settings
         self.services = services
+        self.tracing = tracing
+
+    async def run(  # type: ignore[override]
+        self,
+        request: Request | WebSocket,
+        context: Context = UNSET,
+        root_value: None = UNSET,
+    ) -> Response | WebSocket:
+        """With tracing on, each HTTP request runs inside one server span."""
+        tracing = self.tracing
+        if tracing is None or not isinstance(request, Request):
+            return await super().run(request, context, root_value)
+        with tracing.request_span(request) as span:
+            request.state.span = span
+            return await super().run(request, context, root_value)
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: Any,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """Note the operation name (access log, metrics) and name the span after it."""
+        state = request.state
+        state.operation = request_data.operation_name
+        if self.tracing is not None:
+            span = getattr(state, "span", None)
+            if span is not None:
+                self.tracing.name_operation(span, request_data.query, request_data.operation_name)
+        return await super().execute_single(
+            request=request,
+            request_adapter=request_adapter,
+            sub_response=sub_response,
+            context=context,
+            root_value=root_value,
+            request_data=request_data,
+        )
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         context = Context(
@@ -108,6 +166,8 @@ class GraphQLApp(GraphQL[Context, None]):
             client_ip=request.client.host if request.client else "unknown",
         )
         context.sql = track_sql()
+        if self.tracing is not None:
+            context.sql.tracer = self.tracing.sql
         request.state.shopql = context
         request.state.request_id = request_id_of(request)
         request.state.started = time.perf_counter()
@@ -122,7 +182,22 @@ class GraphQLApp(GraphQL[Context, None]):
         request_id = getattr(request.state, "request_id", "") or request_id_of(request)
         data: GraphQLHTTPResponse = {"data": result.data}
         if result.errors:
-            data["errors"] = [format_error(err, request_id) for err in result.errors]
+            # A field cancelled because a sibling's error already nulled its parent is
+            # an artifact of that error, not a failure of its own: leave it out.
+            reported = [e for e in result.errors if not _cancelled(e)] or result.errors
+            errors = [format_error(err, request_id) for err in reported]
+            data["errors"] = cast("list[object]", errors)
+            codes = sorted({str(e["extensions"].get("code")) for e in errors})
+            request.state.error_codes = codes
+            if "INTERNAL_SERVER_ERROR" in codes:
+                request.state.outcome = "internal_error"
+                span = getattr(request.state, "span", None)
+                if span is not None and self.tracing is not None:
+                    self.tracing.failed(span, "INTERNAL_SERVER_ERROR")
+            else:
+                request.state.outcome = "errors"
+        else:
+            request.state.outcome = "ok"
         extensions = dict(result.extensions or {})
         context = getattr(request.state, "shopql", None)
         if self.settings.debug and context is not None:

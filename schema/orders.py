@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 from strawberry.types import Info
 
+from models.orders.admin import FulfillmentRecord
 from models.orders.queries import OrderRecord, PaymentRecord
 from resolvers import orders as r
 from resolvers.context import Context
@@ -97,6 +98,26 @@ class OrderLine:
 
 
 @strawberry.type
+class FulfillmentLine:
+    order_line: OrderLine
+    quantity: int = strawberry.field(description="Units of the order line in this shipment.")
+
+
+@strawberry.type(description="One shipment of (part of) an order.")
+class Fulfillment(Node):
+    id: strawberry.ID = global_id("Fulfillment")
+    tracking_number: str | None
+    created_at: datetime
+    lines: list[FulfillmentLine] = loaded(
+        lambda c: c.commerce.fulfillment_lines_by_fulfillment_id, "id", list[FulfillmentLine]
+    )
+
+    @classmethod
+    def is_type_of(cls, obj: Any, _info: Any) -> bool:
+        return isinstance(obj, FulfillmentRecord)
+
+
+@strawberry.type
 class Order(Node):
     id: strawberry.ID = global_id("Order")
     number: str
@@ -116,6 +137,12 @@ class Order(Node):
     discount: Money = money_of("discount_amount", Money)
     total: Money = money_of("total_amount", Money)
     payments: list[Payment] = loaded(lambda c: c.commerce.payments_by_order_id, "id", list[Payment])
+    fulfillments: list[Fulfillment] = loaded(
+        lambda c: c.commerce.fulfillments_by_order_id,
+        "id",
+        list[Fulfillment],
+        description="Shipments, oldest first.",
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -46,6 +46,7 @@ from conftest import TEST_SECRET, make_client
 
 from models.accounts.tables import PERMISSIONS, addresses, users
 from models.db import Database, utcnow
+from models.settings import QueryLimits
 
 HASH_FORMAT = re.compile(r"^\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$[^$]+\$[^$]+$")
 
@@ -390,7 +391,8 @@ async def test_aliased_sign_ins_in_one_request_are_counted_one_by_one(fresh_db: 
         f"{{ accessToken {ERRORS} }}"
         for i in range(20)
     )
-    async with make_client(fresh_db) as client:
+    # 20 aliases: more than the default limit (tests/test_limits.py)
+    async with make_client(fresh_db, query_limits=QueryLimits(max_aliases=20)) as client:
         verifies = Calls(services_of(client).passwords, "verify")
         body = await call(client, f"mutation {{ {fields} }}")
         assert "errors" not in body

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from catalog_reference import Catalog, Product, amount, gid, load_catalog
-from conftest import GraphQL
+from conftest import GraphQL, make_client
 
 from models.db import Database
+from models.settings import QueryLimits
 
 PRODUCT_FIELDS = """
   id name slug description isPublished createdAt updatedAt isAvailable
@@ -19,6 +22,13 @@ PRODUCT_FIELDS = """
   images { url alt }
   priceRange { start { amount currency } stop { amount currency } }
 """
+
+
+@pytest.fixture
+async def client(catalog_db: Database) -> AsyncIterator[httpx.AsyncClient]:
+    """Whole-catalog reads checked against the tables: beyond the default query cost limit (tests/test_limits.py)."""
+    async with make_client(catalog_db, query_limits=QueryLimits(max_cost=100_000)) as c:
+        yield c
 
 
 @pytest.fixture

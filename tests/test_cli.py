@@ -73,7 +73,8 @@ def test_serve_migrates_seeds_and_answers_with_graphiql(tmp_path: Path) -> None:
         assert len(body["data"]["products"]["nodes"]) == 3
         page = httpx.get(f"{base}/graphql", headers={"accept": "text/html"})
         assert page.status_code == 200 and "graphiql" in page.text.lower()
-        assert httpx.get(f"{base}/readyz").json() == {"status": "ok", "database": "ok"}
+        ready = httpx.get(f"{base}/readyz").json()
+        assert ready == {"status": "ok", "database": "ok", "migrations": "ok"}
     finally:
         proc.terminate()
         output, _ = proc.communicate(timeout=30)

@@ -5,9 +5,15 @@ Counts come from `extensions.sql.count`, which debug mode adds to every response
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import httpx
 import pytest
 from catalog_reference import gid
-from conftest import GraphQL
+from conftest import GraphQL, make_client
+
+from models.db import Database
+from models.settings import QueryLimits
 
 PRODUCTS = """query($n: Int) { products(first: $n) { edges { node {
   name category { name parent { name } } variants { sku price { amount } }
@@ -27,6 +33,13 @@ WIDE = """query($n: Int, $m: Int) {
 
 SEARCH = """query($n: Int) { products(search: "perfect", first: $n) { totalCount
   nodes { name variants { sku } category { name parent { name } } } } }"""
+
+
+@pytest.fixture
+async def client(catalog_db: Database) -> AsyncIterator[httpx.AsyncClient]:
+    """Statement counts over wide nesting (thousands of objects): beyond the default query cost limit (tests/test_limits.py)."""
+    async with make_client(catalog_db, query_limits=QueryLimits(max_cost=100_000)) as c:
+        yield c
 
 
 async def _count(gql: GraphQL, query: str, **variables: object) -> int:

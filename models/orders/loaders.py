@@ -12,7 +12,9 @@ from models.checkout.pricing import PromoRecord, ShippingMethodRecord
 from models.checkout.queries import CheckoutLineRecord, CheckoutRecord
 from models.dataloader import DataLoader
 from models.db import Database
+from models.orders import admin as oa
 from models.orders import queries as q
+from models.orders.admin import FulfillmentLineRecord, FulfillmentRecord
 from models.orders.queries import OrderLineRecord, OrderRecord, PaymentRecord
 from models.pagination import Page, Window
 
@@ -85,6 +87,32 @@ class CommerceLoaders:
     @cached_property
     def payments_by_order_id(self) -> DataLoader[int, list[PaymentRecord]]:
         return self._batch(lambda conn, keys: q.payments_by_order_ids(conn, order_ids=keys), [])
+
+    @cached_property
+    def fulfillments_by_order_id(self) -> DataLoader[int, list[FulfillmentRecord]]:
+        """Only for orders whose access was checked already."""
+        return self._batch(
+            lambda conn, keys: oa.fulfillments_by_order_ids(conn, order_ids=keys), []
+        )
+
+    @cached_property
+    def fulfillment_lines_by_fulfillment_id(
+        self,
+    ) -> DataLoader[int, list[FulfillmentLineRecord]]:
+        return self._batch(
+            lambda conn, keys: oa.fulfillment_lines_by_fulfillment_ids(conn, fulfillment_ids=keys),
+            [],
+        )
+
+    @cached_property
+    def fulfillment_by_id(self) -> DataLoader[int, FulfillmentRecord | None]:
+        """Fulfillments of orders the viewer may see (for `node`)."""
+        viewer, everything = self.viewer_id, self.all_orders
+        return self._batch(
+            lambda conn, keys: oa.fulfillments_by_ids(
+                conn, ids=keys, owner_id=viewer, all_orders=everything
+            )
+        )
 
     @cached_property
     def _orders_of_user(self) -> DataLoader[tuple[Hashable, int], list[Any]]:

@@ -15,6 +15,7 @@ from sqlalchemy.sql import ColumnElement
 from models.accounts.queries import ADDRESS_FIELDS
 from models.accounts.tables import addresses, users
 from models.db import Database, utcnow
+from models.events import ORDER_CREATED, PAYMENT_CHANGED, record_event
 from models.grouping import group_records
 from models.orders.tables import order_lines, orders
 from models.pagination import Page, PageArgs, SortKey, Window, group_rows, per_parent
@@ -138,7 +139,17 @@ async def settle_payment(
         values["psp_reference"] = psp_reference
     if order_id is not None:
         values["order_id"] = order_id
-    await conn.execute(payments.update().where(payments.c.id == payment_id).values(**values))
+    result = await conn.execute(
+        payments.update()
+        .where(payments.c.id == payment_id)
+        .values(**values)
+        .returning(payments.c.order_id)
+    )
+    settled = result.first()
+    if settled is not None:
+        record_event(
+            conn, PAYMENT_CHANGED, {"payment_id": payment_id, "order_id": settled.order_id}
+        )
 
 
 async def create_order(
@@ -156,7 +167,8 @@ async def create_order(
     promo_code: str | None,
     lines: Sequence[dict[str, Any]],
 ) -> int:
-    """Insert the order and its line snapshots (three statements, whatever the lines)."""
+    """Insert the order and its line snapshots (three statements, whatever the lines);
+    ORDER_CREATED is published after the transaction commits."""
     now = utcnow()
     order_id = int(
         (
@@ -205,6 +217,7 @@ async def create_order(
             for line in lines
         ],
     )
+    record_event(conn, ORDER_CREATED, {"order_id": order_id})
     return order_id
 
 

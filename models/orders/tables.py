@@ -100,3 +100,47 @@ class OrderLine(SQLModel, table=True):
 
 orders: sa.Table = Order.__table__  # type: ignore[attr-defined]
 order_lines: sa.Table = OrderLine.__table__  # type: ignore[attr-defined]
+
+
+class Fulfillment(SQLModel, table=True):
+    """One shipment of (part of) an order."""
+
+    __tablename__ = "fulfillments"
+    __table_args__ = (sa.Index("ix_fulfillments_order", "order_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: int = Field(
+        sa_column=sa.Column(
+            sa.Integer, sa.ForeignKey("orders.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    tracking_number: str | None = Field(default=None, sa_column=sa.Column(sa.String(255)))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+
+
+class FulfillmentLine(SQLModel, table=True):
+    """How many units of one order line a fulfillment shipped."""
+
+    __tablename__ = "fulfillment_lines"
+    __table_args__ = (
+        sa.CheckConstraint("quantity >= 1", name="ck_fulfillment_line_quantity"),
+        sa.UniqueConstraint("fulfillment_id", "order_line_id", name="uq_fulfillment_line"),
+        sa.Index("ix_fulfillment_lines_order_line", "order_line_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    fulfillment_id: int = Field(
+        sa_column=sa.Column(
+            sa.Integer, sa.ForeignKey("fulfillments.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    order_line_id: int = Field(
+        sa_column=sa.Column(
+            sa.Integer, sa.ForeignKey("order_lines.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    quantity: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+
+
+fulfillments: sa.Table = Fulfillment.__table__  # type: ignore[attr-defined]
+fulfillment_lines: sa.Table = FulfillmentLine.__table__  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 import sqlalchemy as sa
 
 from models.db import Database, insert_ignoring_conflicts, utcnow
-from models.payments.tables import dummy_charges
+from models.payments.tables import dummy_charges, dummy_refunds
 
 Outcome = Literal["succeeded", "declined", "invalid", "error"]
 
@@ -101,19 +101,50 @@ class DummyGateway:
     async def refund(
         self, *, reference: str, amount: int, currency: str, idempotency_key: str
     ) -> RefundResult:
+        """Refund part of a charge; idempotent by key (a retry answers the first outcome
+        and never refunds twice), and never more than was charged."""
         async with self.db.transaction() as conn:
-            result = await conn.execute(
-                dummy_charges.update()
-                .where(
-                    dummy_charges.c.reference == reference,
-                    dummy_charges.c.outcome == "succeeded",
-                    dummy_charges.c.refunded_amount + amount <= dummy_charges.c.amount,
+            first = await conn.execute(
+                insert_ignoring_conflicts(dummy_refunds, self.db.dialect).values(
+                    idempotency_key=idempotency_key,
+                    reference=reference,
+                    amount=amount,
+                    outcome="pending",
+                    created_at=utcnow(),
                 )
-                .values(refunded_amount=dummy_charges.c.refunded_amount + amount)
             )
-        if result.rowcount != 1:
-            return RefundResult(False, "nothing left to refund on this charge")
-        return RefundResult(True)
+            if first.rowcount == 1:
+                result = await conn.execute(
+                    dummy_charges.update()
+                    .where(
+                        dummy_charges.c.reference == reference,
+                        dummy_charges.c.outcome == "succeeded",
+                        dummy_charges.c.currency == currency,
+                        dummy_charges.c.refunded_amount + amount <= dummy_charges.c.amount,
+                    )
+                    .values(refunded_amount=dummy_charges.c.refunded_amount + amount)
+                )
+                outcome = "succeeded" if result.rowcount == 1 else "refused"
+                await conn.execute(
+                    dummy_refunds.update()
+                    .where(dummy_refunds.c.idempotency_key == idempotency_key)
+                    .values(outcome=outcome)
+                )
+            else:
+                known = (
+                    await conn.execute(
+                        sa.select(dummy_refunds).where(
+                            dummy_refunds.c.idempotency_key == idempotency_key
+                        )
+                    )
+                ).one()
+                same = known.reference == reference and known.amount == amount
+                outcome = known.outcome if same else "mismatch"
+        if outcome == "succeeded":
+            return RefundResult(True)
+        if outcome == "mismatch":
+            return RefundResult(False, "this idempotency key was used for another refund")
+        return RefundResult(False, "nothing left to refund on this charge")
 
     async def void(self, idempotency_key: str) -> ChargeResult:
         """Make the key's outcome final: a charge already made stands; otherwise the key

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
+from models import telemetry
 from models.checkout import pricing
 from models.checkout import queries as q
 from models.checkout.queries import CheckoutRecord
@@ -71,6 +72,7 @@ def _fingerprint(checkout_id: int, payment: PaymentInput) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+@telemetry.checkout_outcome
 async def checkout_complete(
     ctx: Context, gid: str, payment: PaymentInput, key: str
 ) -> CompleteResult:

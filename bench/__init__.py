@@ -1,0 +1,1 @@
+"""shopql benchmarks: `bench/run` (issue 8), `catalog.py`, `auth.py`."""

@@ -1,0 +1,616 @@
+"""A faster graphql-core executor for the hot path: trivial fields are completed inline.
+
+graphql-core completes every field the same general way: a `ResolveInfo` per field,
+strawberry's resolver wrapper (its own `Info`, argument conversion, the extension chain),
+awaitable checks and the generic `complete_value` dispatch. That costs ~3-4 us a field,
+most of a 100-product listing. `FastExecutionContext` plans each selection set once per
+request (per parent type and collected field set) and, field by field, either
+
+- reads a plain attribute (a strawberry field without a resolver, extensions or
+  permissions: what strawberry's own "basic field" resolver does), or
+- calls a synchronous resolver that takes no GraphQL arguments and no `info`, only the
+  parent object (what strawberry's resolver wrapper boils down to for such a field),
+
+and completes the value inline when it is an exact built-in leaf value (`str` for
+String/ID, `int` within 32 bits for Int, `bool`, finite `float`) or null where null is
+allowed; enums and custom scalars go through the type's own `coerce_output_value` (via
+graphql-core's `complete_leaf_value`). Anything else - an awaitable, an object or list,
+a null in a non-null position, an exception value - is completed by graphql-core's own
+code with the value already resolved, so errors, paths, locations and null propagation
+are graphql-core's. Every other field (arguments, `info`, async resolvers, extensions,
+DataLoader futures, introspection) runs through graphql-core unchanged.
+
+The plan is only used when no middleware wraps resolvers (a strawberry extension with a
+`resolve` hook sees every field, so it gets the stock path). Field classification reads
+strawberry's resolver wrappers; when strawberry changes them the fields fall back to the
+stock path (slower, still correct) and tests/test_execution_differential.py says so.
+`tests/test_execution_differential.py` runs a query corpus through both executors and
+requires identical results.
+"""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from collections.abc import Awaitable, Callable
+from math import isfinite
+from typing import Any
+
+from graphql import (
+    GraphQLBoolean,
+    GraphQLField,
+    GraphQLFloat,
+    GraphQLID,
+    GraphQLInt,
+    GraphQLLeafType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLResolveInfo,
+    GraphQLSchema,
+    GraphQLString,
+    is_leaf_type,
+)
+from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
+from graphql.pyutils import AwaitableOrValue, Path, Undefined, gather_with_cancel
+from graphql.type.introspection import TypeNameMetaFieldDef
+from strawberry.types.field import StrawberryField
+from strawberry.types.fields.resolver import StrawberryResolver
+
+from schema.settling import SettlingExecutionContext
+
+__all__ = ["FastExecutionContext"]
+
+_GRAPHQL_MIN_INT = -(2**31)
+_GRAPHQL_MAX_INT = 2**31 - 1
+
+# How a field's value is fetched.
+_SLOW = 0  # graphql-core's execute_field
+_TYPENAME = 1  # __typename: the parent type's name
+_ATTR = 2  # getattr(source, python_name) (strawberry's default resolver)
+_DEFAULT_RESOLVER = 3  # field.default_resolver(source, python_name), a custom one
+_CALL = 4  # resolver(source, **{parent: source}) / resolver(**{parent: source}): sync,
+# no GraphQL arguments, no info
+_CALL1 = 5  # the same, for a resolver whose one parameter takes the source positionally
+
+
+class _NoType:
+    """A type no value has: `type(value) is _NO_TYPE` is always false."""
+
+
+_NO_TYPE = _NoType
+
+# Which values a built-in scalar's coerce_output_value returns unchanged: (exact type,
+# extra check or None). Only checked against graphql-core's own scalar objects and
+# functions, so a replaced scalar takes the generic path.
+_Exact = tuple[type, Callable[[Any], bool] | None]
+
+
+def _int_in_range(value: int) -> bool:
+    return _GRAPHQL_MIN_INT <= value <= _GRAPHQL_MAX_INT
+
+
+_BUILTIN_EXACT: dict[int, tuple[GraphQLLeafType, Any, _Exact]] = {
+    id(scalar): (scalar, scalar.coerce_output_value, exact)
+    for scalar, exact in (
+        (GraphQLString, (str, None)),
+        (GraphQLID, (str, None)),
+        (GraphQLBoolean, (bool, None)),
+        (GraphQLInt, (int, _int_in_range)),
+        (GraphQLFloat, (float, isfinite)),
+    )
+}
+
+
+def _exact_of(leaf: GraphQLLeafType) -> _Exact | None:
+    builtin = _BUILTIN_EXACT.get(id(leaf))
+    if builtin is None or builtin[0] is not leaf or leaf.coerce_output_value is not builtin[1]:
+        return None
+    return builtin[2]
+
+
+class _Leaf:
+    """How to complete a leaf-typed (or list-of-leaf-typed) field's value inline."""
+
+    __slots__ = ("exact", "item_non_null", "leaf", "list_", "non_null")
+
+    def __init__(self, return_type: GraphQLOutputType) -> None:
+        self.non_null = isinstance(return_type, GraphQLNonNull)
+        inner = return_type.of_type if isinstance(return_type, GraphQLNonNull) else return_type
+        self.list_ = isinstance(inner, GraphQLList)
+        self.item_non_null = False
+        if isinstance(inner, GraphQLList):
+            inner = inner.of_type
+            self.item_non_null = isinstance(inner, GraphQLNonNull)
+            if isinstance(inner, GraphQLNonNull):
+                inner = inner.of_type
+        assert is_leaf_type(inner)
+        self.leaf: GraphQLLeafType = inner
+        self.exact = _exact_of(inner)
+
+
+def _leaf_of(return_type: GraphQLOutputType) -> _Leaf | None:
+    inner = return_type.of_type if isinstance(return_type, GraphQLNonNull) else return_type
+    if isinstance(inner, GraphQLList):
+        inner = inner.of_type
+        if isinstance(inner, GraphQLNonNull):
+            inner = inner.of_type
+    return _Leaf(return_type) if is_leaf_type(inner) else None
+
+
+class _Kind:
+    """A field definition's classification: how to fetch and complete its value."""
+
+    __slots__ = ("attr", "fetch", "func", "kwarg_names", "leaf", "pass_self")
+
+    def __init__(
+        self,
+        fetch: int,
+        *,
+        attr: str = "",
+        func: Callable[..., Any] | None = None,
+        pass_self: bool = False,
+        kwarg_names: tuple[str, ...] = (),
+        leaf: _Leaf | None = None,
+    ) -> None:
+        self.fetch = fetch
+        self.attr = attr
+        self.func = func
+        self.pass_self = pass_self
+        self.kwarg_names = kwarg_names
+        self.leaf = leaf
+
+
+_SLOW_KIND = _Kind(_SLOW)
+
+
+def _closure(func: Any) -> dict[str, Any]:
+    code = getattr(func, "__code__", None)
+    cells = getattr(func, "__closure__", None) or ()
+    if code is None:
+        return {}
+    try:
+        return {
+            name: cell.cell_contents for name, cell in zip(code.co_freevars, cells, strict=True)
+        }
+    except ValueError:  # an empty cell
+        return {}
+
+
+_BASIC_RESOLVER = "GraphQLCoreConverter.from_resolver.<locals>._get_basic_result"
+_SYNC_RESOLVER = "GraphQLCoreConverter.from_resolver.<locals>._resolver"
+
+
+def _classify(field_def: GraphQLField) -> _Kind:
+    """What strawberry's resolver for this field does, when it is simple enough to inline."""
+    resolve = field_def.resolve
+    if resolve is None or field_def.args or field_def.subscribe is not None:
+        return _SLOW_KIND
+    qualname = getattr(resolve, "__qualname__", "")
+    if qualname not in (_BASIC_RESOLVER, _SYNC_RESOLVER):
+        return _SLOW_KIND
+    cells = _closure(resolve)
+    chain: dict[str, Any] = {}
+    if qualname == _SYNC_RESOLVER:
+        # _resolver -> _get_result_with_extensions (extension_resolver), which holds the
+        # field and its extension resolvers
+        chain = _closure(cells.get("_get_result_with_extensions"))
+        if chain.get("extension_functions") != []:
+            return _SLOW_KIND
+    field = cells.get("field", chain.get("field"))
+    if (
+        not isinstance(field, StrawberryField)
+        or type(field).get_result is not StrawberryField.get_result
+        or field.extensions
+    ):
+        return _SLOW_KIND
+    leaf = _leaf_of(field_def.type)
+    if qualname == _BASIC_RESOLVER:
+        # field.get_result(source, info=None, args=[], kwargs={}):
+        # field.default_resolver(source, field.python_name)
+        if field.base_resolver is not None:
+            return _SLOW_KIND
+        if field.default_resolver is getattr:
+            return _Kind(_ATTR, attr=field.python_name, leaf=leaf)
+        return _Kind(
+            _DEFAULT_RESOLVER, attr=field.python_name, func=field.default_resolver, leaf=leaf
+        )
+    # _resolver: Info, get_arguments() (no arguments: only the parent object), no
+    # extension chain, no exception handlers, then field.get_result -> base_resolver(...)
+    base = field.base_resolver
+    if (
+        cells.get("field_exception_handlers") != ()
+        or base is None
+        or type(base).__call__ is not StrawberryResolver.__call__
+        or field.is_async
+        or field.arguments
+        or base.info_parameter is not None
+        or not callable(base.wrapped_func)
+    ):
+        return _SLOW_KIND
+    names: dict[str, None] = {}
+    if base.parent_parameter is not None:
+        names[base.parent_parameter.name] = None
+    if base.root_parameter is not None:
+        names[base.root_parameter.name] = None
+    func = base.wrapped_func
+    try:
+        parameters = list(inspect.signature(func, follow_wrapped=False).parameters.values())
+    except (TypeError, ValueError):
+        return _SLOW_KIND
+    if (
+        len(parameters) == 1
+        and parameters[0].kind
+        in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        and (
+            (base.self_parameter is not None and not names)
+            or (base.self_parameter is None and tuple(names) == (parameters[0].name,))
+        )
+    ):
+        # f(source) binds exactly as f(**{name: source}) / f(source) does
+        return _Kind(_CALL1, func=func, leaf=leaf)
+    return _Kind(
+        _CALL,
+        func=base.wrapped_func,
+        pass_self=base.self_parameter is not None,
+        kwarg_names=tuple(names),
+        leaf=leaf,
+    )
+
+
+# Field classifications per schema (GraphQLField is unhashable: keyed by id, the field
+# kept alive by the entry).
+_KINDS: weakref.WeakKeyDictionary[GraphQLSchema, dict[int, tuple[GraphQLField, _Kind]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _kind_of(schema: GraphQLSchema, field_def: GraphQLField) -> _Kind:
+    kinds = _KINDS.get(schema)
+    if kinds is None:
+        kinds = _KINDS[schema] = {}
+    entry = kinds.get(id(field_def))
+    if entry is None:
+        entry = kinds[id(field_def)] = (field_def, _classify(field_def))
+    return entry[1]
+
+
+class _Step:
+    """One response key of a planned selection set."""
+
+    __slots__ = (
+        "field_def",
+        "fields",
+        "hot",
+        "kind",
+        "name",
+        "object_type",
+        "return_type",
+        "typename",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        fields: FieldDetailsList,
+        field_def: GraphQLField,
+        kind: _Kind,
+        typename: str = "",
+    ) -> None:
+        self.name = name
+        self.fields = fields
+        self.field_def = field_def
+        self.return_type: GraphQLOutputType = field_def.type
+        self.kind = kind
+        self.typename = typename
+        # An object type (nullable or not) without is_type_of: its value needs no info
+        inner = (
+            field_def.type.of_type if isinstance(field_def.type, GraphQLNonNull) else field_def.type
+        )
+        self.object_type = (
+            inner if type(inner) is GraphQLObjectType and inner.is_type_of is None else None
+        )
+        leaf = kind.leaf
+        exact = leaf.exact if leaf is not None and not leaf.list_ else None
+        # What the loop reads for every field, in one tuple; `_NO_TYPE` matches no value
+        self.hot: tuple[str, int, str, Any, type, Callable[[Any], bool] | None] = (
+            name,
+            kind.fetch,
+            kind.attr,
+            kind.func,
+            exact[0] if exact is not None else _NO_TYPE,
+            exact[1] if exact is not None else None,
+        )
+
+
+def _has_stream(fields: FieldDetailsList) -> bool:
+    return any(
+        directive.name.value == "stream"
+        for details in fields
+        for directive in details.node.directives or ()
+    )
+
+
+class FastExecutionContext(SettlingExecutionContext):
+    """graphql-core's executor (as strawberry configures it) with trivial fields inlined."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        manager = self.middleware_manager
+        self._fast = manager is None or not manager.middlewares
+        # (parent type, id of the grouped field set) -> (the set, kept alive; its plan)
+        self._plans: dict[tuple[GraphQLObjectType, int], tuple[GroupedFieldSet, list[_Step]]] = {}
+
+    def _plan(self, parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> list[_Step]:
+        schema = self.schema
+        steps: list[_Step] = []
+        for name, details in fields.items():
+            field_def = schema.get_field(parent_type, details[0].node.name.value)
+            if field_def is None:
+                continue  # execute_field answers Undefined: the key is left out
+            if field_def is TypeNameMetaFieldDef:
+                kind = _Kind(_TYPENAME)
+            elif details[0].node.arguments:
+                kind = _SLOW_KIND
+            else:
+                kind = _kind_of(schema, field_def)
+                if kind.leaf is not None and kind.leaf.list_ and _has_stream(details):
+                    kind = _SLOW_KIND
+            steps.append(_Step(name, details, field_def, kind, parent_type.name))
+        return steps
+
+    def execute_fields(
+        self,
+        parent_type: GraphQLObjectType,
+        source_value: Any,
+        path: Path | None,
+        grouped_field_set: GroupedFieldSet,
+        position_context: Any,
+    ) -> AwaitableOrValue[dict[str, Any]]:
+        """graphql-core's execute_fields, with planned fields fetched and completed inline."""
+        if not self._fast:
+            return super().execute_fields(
+                parent_type, source_value, path, grouped_field_set, position_context
+            )
+        key = (parent_type, id(grouped_field_set))
+        planned = self._plans.get(key)
+        if planned is None:
+            planned = self._plans[key] = (
+                grouped_field_set,
+                self._plan(parent_type, grouped_field_set),
+            )
+        steps = planned[1]
+
+        results: dict[str, Any] = {}
+        is_awaitable = self.is_awaitable
+        awaitable_fields: list[str] = []
+        append_awaitable = awaitable_fields.append
+        try:
+            for step in steps:
+                response_name, fetch, attr, func, exact_type, check = step.hot
+                if fetch == _ATTR:
+                    try:
+                        value = getattr(source_value, attr)
+                    except Exception as raw_error:
+                        self._fetch_failed(raw_error, step, path, parent_type)
+                        results[response_name] = None
+                        continue
+                elif fetch == _CALL1:
+                    try:
+                        value = func(source_value)
+                    except Exception as raw_error:
+                        self._fetch_failed(raw_error, step, path, parent_type)
+                        results[response_name] = None
+                        continue
+                elif fetch == _SLOW:
+                    result = self.execute_field(
+                        parent_type,
+                        source_value,
+                        step.fields,
+                        Path(path, response_name, parent_type.name),
+                        position_context,
+                    )
+                    if result is not Undefined:
+                        results[response_name] = result
+                        if is_awaitable(result):
+                            append_awaitable(response_name)
+                    continue
+                elif fetch == _TYPENAME:
+                    results[response_name] = step.typename
+                    continue
+                else:
+                    try:
+                        value = self._fetch(step.kind, source_value)
+                    except Exception as raw_error:
+                        self._fetch_failed(raw_error, step, path, parent_type)
+                        results[response_name] = None
+                        continue
+
+                # A leaf value its scalar's coerce_output_value returns unchanged
+                if type(value) is exact_type and (check is None or check(value)):
+                    results[response_name] = value
+                    continue
+                leaf = step.kind.leaf
+                if leaf is not None:
+                    done, completed = self._complete_leaf_inline(leaf, value)
+                    if done:
+                        results[response_name] = completed
+                        continue
+                elif (
+                    step.object_type is not None
+                    and value is not None
+                    and value is not Undefined
+                    and not is_awaitable(value)
+                    and not isinstance(value, Exception)
+                ):
+                    result = self._complete_object(
+                        step, Path(path, response_name, parent_type.name), value, position_context
+                    )
+                    results[response_name] = result
+                    if is_awaitable(result):
+                        append_awaitable(response_name)
+                    continue
+                result = self._complete_resolved(
+                    step,
+                    parent_type,
+                    Path(path, response_name, parent_type.name),
+                    value,
+                    position_context,
+                )
+                results[response_name] = result
+                if is_awaitable(result):
+                    append_awaitable(response_name)
+        except Exception:
+            if awaitable_fields:
+                self.settle_in_background([results[field] for field in awaitable_fields])
+            raise
+
+        if not awaitable_fields:
+            return results
+
+        async def get_results() -> dict[str, Any]:
+            if len(awaitable_fields) == 1:
+                field = awaitable_fields[0]
+                results[field] = await results[field]
+            else:
+                awaited_results = await gather_with_cancel(
+                    *(results[field] for field in awaitable_fields)
+                )
+                results.update(zip(awaitable_fields, awaited_results, strict=True))
+            return results
+
+        return get_results()
+
+    @staticmethod
+    def _fetch(kind: _Kind, source: Any) -> Any:
+        """The value strawberry's resolver wrapper would produce, for the other shapes."""
+        func = kind.func
+        assert func is not None
+        if kind.fetch == _DEFAULT_RESOLVER:
+            return func(source, kind.attr)
+        kwargs = dict.fromkeys(kind.kwarg_names, source)
+        return func(source, **kwargs) if kind.pass_self else func(**kwargs)
+
+    def _fetch_failed(
+        self,
+        raw_error: Exception,
+        step: _Step,
+        path: Path | None,
+        parent_type: GraphQLObjectType,
+    ) -> None:
+        """The resolver raised: graphql-core's handling (raises for a non-null field)."""
+        self.handle_field_error(
+            raw_error, step.return_type, step.fields, Path(path, step.name, parent_type.name)
+        )
+
+    def _complete_leaf_inline(self, leaf: _Leaf, value: Any) -> tuple[bool, Any]:
+        """(True, completed) when the value completes without graphql-core's machinery
+        and cannot fail; (False, None) when graphql-core must complete it."""
+        exact = leaf.exact
+        if exact is not None:
+            exact_type, check = exact
+            if not leaf.list_:
+                if type(value) is exact_type and (check is None or check(value)):
+                    return True, value
+            elif type(value) is list:
+                for item in value:
+                    if type(item) is not exact_type or (check is not None and not check(item)):
+                        if item is None and not leaf.item_non_null:
+                            continue
+                        return False, None
+                return True, list(value)
+        if value is None or value is Undefined:
+            return (False, None) if leaf.non_null else (True, None)
+        if leaf.list_ or self.is_awaitable(value) or isinstance(value, Exception):
+            return False, None
+        try:
+            return True, self.complete_leaf_value(leaf.leaf, value)
+        except Exception:
+            return False, None  # graphql-core raises it again, located
+
+    def _complete_object(
+        self, step: _Step, path: Path, result: Any, position_context: Any
+    ) -> AwaitableOrValue[Any]:
+        """complete_value for a present, synchronous value of an object type without
+        is_type_of: complete_object_value reduced to collect_and_execute_subfields (the
+        result is a dict or an awaitable, never null, so the non-null check is moot)."""
+        object_type = step.object_type
+        assert object_type is not None
+        try:
+            completed = self.collect_and_execute_subfields(
+                object_type, step.fields, path, result, position_context
+            )
+            if self.is_awaitable(completed):
+                return self._await_completed(completed, step.return_type, step.fields, path)
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, step.return_type, step.fields, path)
+            return None
+        return completed
+
+    async def _await_completed(
+        self,
+        completed: Awaitable[Any],
+        return_type: GraphQLOutputType,
+        field_details_list: FieldDetailsList,
+        path: Path,
+    ) -> Any:
+        try:
+            return await completed
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, return_type, field_details_list, path)
+            return None
+
+    def complete_value(
+        self,
+        return_type: GraphQLOutputType,
+        field_details_list: FieldDetailsList,
+        info: GraphQLResolveInfo,
+        path: Path,
+        result: Any,
+        position_context: Any,
+    ) -> AwaitableOrValue[Any]:
+        """graphql-core's complete_value, with a shortcut for a present value of an object
+        type (list items, awaited values): straight to complete_object_value, whose
+        result (a dict or an awaitable) is never null."""
+        if self._fast and result is not None and result is not Undefined:
+            object_type = (
+                return_type.of_type if type(return_type) is GraphQLNonNull else return_type
+            )
+            if type(object_type) is GraphQLObjectType and not isinstance(result, Exception):
+                return self.complete_object_value(
+                    object_type, field_details_list, info, path, result, position_context
+                )
+        return super().complete_value(
+            return_type, field_details_list, info, path, result, position_context
+        )
+
+    def _complete_resolved(
+        self,
+        step: _Step,
+        parent_type: GraphQLObjectType,
+        path: Path,
+        result: Any,
+        position_context: Any,
+    ) -> Any:
+        """The part of graphql-core's execute_field after the resolver returned `result`."""
+        field_def = step.field_def
+        field_details_list = step.fields
+        return_type = step.return_type
+        info = self.build_resolve_info(
+            field_def, [details.node for details in field_details_list], parent_type, path
+        )
+        try:
+            if self.is_awaitable(result):
+                return self.complete_awaitable_value(
+                    return_type, field_details_list, info, path, result, position_context
+                )
+            completed = self.complete_value(
+                return_type, field_details_list, info, path, result, position_context
+            )
+            if self.is_awaitable(completed):
+                return self._await_completed(completed, return_type, field_details_list, path)
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, return_type, field_details_list, path)
+            return None
+        return completed

@@ -1,0 +1,714 @@
+"""schema.execution's FastExecutionContext answers exactly what graphql-core's stock executor
+answers: every query runs through both (graphql-core's `execute` on the same schema, with
+the arguments strawberry passes) and the JSON of data and formatted errors must be equal,
+byte for byte (key order, error order, messages, paths, locations, nulls).
+
+Corpora: (a) every query document the other test modules hold as a module-level string,
+plus an explicit list covering every root query field, each run anonymously and as staff
+on the seeded catalog; (b) >= 200 seeded-random queries generated from the schema; (c) edge
+cases on the real schema and on a small schema built to make fields misbehave (null in
+non-null, Int overflow, bad enum values, raising resolvers, futures, abstract types).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Iterator
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import pytest
+import strawberry
+from graphql import (
+    GraphQLEnumType,
+    GraphQLInputObjectType,
+    GraphQLInterfaceType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLScalarType,
+    GraphQLSchema,
+    GraphQLUnionType,
+    OperationDefinitionNode,
+    OperationType,
+    get_named_type,
+    parse,
+    validate,
+)
+from graphql.execution import MiddlewareManager, execute
+from strawberry.execution import optimized_is_awaitable
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from models.accounts.queries import UserRecord
+from models.accounts.tables import PERMISSIONS
+from models.db import Database
+from models.settings import Settings
+from resolvers.context import Context
+from schema import build_schema
+from schema.execution import _ATTR, _CALL1, FastExecutionContext, _classify
+
+TESTS = Path(__file__).parent
+SCHEMA = build_schema()
+GRAPHQL_SCHEMA: GraphQLSchema = SCHEMA._schema
+STAFF = UserRecord(
+    id=987654,
+    email="staff@example.com",
+    first_name="Sam",
+    last_name="Staff",
+    is_staff=True,
+    is_active=True,
+    date_joined=datetime(2026, 1, 1, tzinfo=UTC),
+    permissions=frozenset(PERMISSIONS),
+)
+
+
+def gid(type_name: str, key: int | str) -> str:
+    import base64
+
+    return base64.b64encode(f"{type_name}:{key}".encode()).decode()
+
+
+# --- running both executors -------------------------------------------------------------
+
+
+def _context(db: Database, viewer: UserRecord | None) -> Context:
+    settings = Settings(database_url=db.url, debug=True, secret_key="x" * 48)
+    return Context(db=db, settings=settings, services=None, viewer=viewer)  # type: ignore[arg-type]
+
+
+async def _run(
+    schema: GraphQLSchema,
+    executor: type[Any],
+    document: str,
+    variables: dict[str, Any] | None,
+    context: Any,
+    root: Any = None,
+) -> str:
+    result = execute(
+        schema,
+        parse(document),
+        root_value=root,
+        context_value=context,
+        variable_values=variables,
+        middleware=MiddlewareManager(),
+        is_awaitable=optimized_is_awaitable,
+        executor_class=executor,
+        operation_extensions=None,
+    )
+    if isinstance(result, Awaitable):
+        result = await result
+    # Work left running when a null propagated past it (loader batches, also those whose
+    # dispatch is still only scheduled, sibling resolvers) settles before the next run
+    # and before the test's database closes, so it returns its connections.
+    current = asyncio.current_task()
+    while True:
+        await asyncio.sleep(0)
+        pending = {task for task in asyncio.all_tasks() if task is not current}
+        if not pending:
+            break
+        await asyncio.wait(pending)
+    errors = [error.formatted for error in result.errors or ()]
+    return json.dumps({"data": result.data, "errors": errors}, default=str)
+
+
+async def _differential(
+    db: Database, document: str, variables: dict[str, Any] | None, viewer: UserRecord | None
+) -> str:
+    """Both executors' answers must be equal; returns the answer."""
+    stock = await _run(
+        GRAPHQL_SCHEMA,
+        StrawberryGraphQLCoreExecutionContext,
+        document,
+        variables,
+        _context(db, viewer),
+    )
+    fast = await _run(
+        GRAPHQL_SCHEMA, FastExecutionContext, document, variables, _context(db, viewer)
+    )
+    assert fast == stock, f"executors differ on\n{document}\nvariables={variables}"
+    return fast
+
+
+# --- (a) the test suite's documents and an explicit list ----------------------------------
+
+
+def _module_documents() -> Iterator[tuple[str, str]]:
+    """String constants of the other test modules (module level or inside tests) that are
+    valid read-only operations on the schema."""
+    seen: set[str] = set()
+    for path in sorted(TESTS.glob("*.py")):
+        if path.name == Path(__file__).name:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Constant) or not isinstance(node.value, str):
+                continue
+            text = node.value
+            if "{" not in text or text in seen:
+                continue
+            try:
+                document = parse(text)
+            except Exception:
+                continue
+            operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+            if (
+                operations
+                and all(op.operation == OperationType.QUERY for op in operations)
+                and not validate(GRAPHQL_SCHEMA, document)
+            ):
+                seen.add(text)
+                yield f"{path.name}:{node.lineno}", text
+
+
+# Canned variable values by type name (missing ones stay unset: both executors then answer
+# the same variable error).
+_CANNED: dict[str, Any] = {
+    "Int": 3,
+    "String": "shirt",
+    "ID": gid("Product", 1),
+    "Boolean": True,
+}
+
+
+def _variables(document: str) -> dict[str, Any]:
+    variables: dict[str, Any] = {}
+    for definition in parse(document).definitions:
+        if not isinstance(definition, OperationDefinitionNode):
+            continue
+        for var in definition.variable_definitions or ():
+            type_node: Any = var.type
+            wrappers = []
+            while not hasattr(type_node, "name") or type_node.kind != "named_type":
+                wrappers.append(type_node.kind)
+                type_node = type_node.type
+            value = _CANNED.get(type_node.name.value)
+            if value is None:
+                continue
+            variables[var.variable.name.value] = [value] if "list_type" in wrappers else value
+    return variables
+
+
+EXPLICIT = [
+    "{ products(first: 5) { totalCount pageInfo { hasNextPage hasPreviousPage startCursor"
+    " endCursor } edges { cursor node { id name slug description isPublished isAvailable"
+    " createdAt updatedAt priceRange { start { amount currency } stop { amount currency } }"
+    " category { id name slug level parent { name } } images { url alt }"
+    " collections { id name slug } variants { id sku name price { amount currency }"
+    " quantityAvailable product { id name } } } } } }",
+    "{ products(first: 100) { nodes { id name variants { id sku price { amount } } } } }",
+    '{ products(search: "linen shirt", first: 10) { totalCount nodes { name description } } }',
+    "{ products(last: 3, sortBy: {field: PRICE, direction: DESC}) { nodes { name"
+    " priceRange { start { amount } } } pageInfo { hasPreviousPage } } }",
+    '{ products(first: 4, filter: {inStock: true, priceLte: "50.00"}) { nodes { name } } }',
+    "{ products(first: 1000) { nodes { id } } }",
+    '{ products(first: 2, after: "garbage") { nodes { id } } }',
+    f'{{ product(id: "{gid("Product", 2)}") {{ name isAvailable variants {{ sku }} }} }}',
+    '{ product(slug: "no-such-product") { name } }',
+    '{ product(id: "bm90LWEtZ2lk") { name } }',
+    f'{{ variant(id: "{gid("ProductVariant", 3)}") {{ sku name product {{ name }} }} }}',
+    '{ variant(sku: "nope") { sku } }',
+    "{ categories(first: 10) { totalCount nodes { id name slug level description"
+    " parent { id name } children(first: 3) { nodes { name } }"
+    " products(first: 2) { totalCount nodes { name } } } } }",
+    "{ categories(first: 5, level: 0) { edges { cursor node { name } } } }",
+    f'{{ category(id: "{gid("Category", 1)}") {{ name children(first: 2) {{ nodes {{ name }} }} }} }}',
+    "{ collections(first: 5) { nodes { id name slug description"
+    " products(first: 3, sortBy: {field: NAME, direction: ASC}) { nodes { name } } } } }",
+    f'{{ collection(id: "{gid("Collection", 1)}") {{ name }} }}',
+    f'{{ node(id: "{gid("Product", 1)}") {{ id __typename ... on Product {{ name }}'
+    " ... on ProductVariant { sku } } }",
+    f'{{ nodes(ids: ["{gid("Product", 1)}", "{gid("ProductVariant", 1)}",'
+    f' "{gid("Category", 1)}", "{gid("Collection", 1)}", "{gid("Product", 999999)}"])'
+    " { __typename id ... on Category { name level } ... on Collection { slug } } }",
+    '{ nodes(ids: ["bad", "worse"]) { id } }',
+    f'{{ node(id: "{gid("Order", 1)}") {{ id }} }}',
+    f'{{ node(id: "{gid("User", 1)}") {{ id }} }}',
+    "{ me { id email firstName lastName isStaff } }",
+    f'{{ checkout(id: "{gid("Checkout", "00000000-0000-0000-0000-000000000000")}")'
+    " { id email } }",
+    "{ shippingMethods { id name price { amount currency } } }",
+    f'{{ order(id: "{gid("Order", 1)}") {{ id number status }} }}',
+    "{ orders(first: 5) { totalCount nodes { number email status paymentStatus"
+    " total { amount } } } }",
+    "{ staffUsers(first: 5) { totalCount nodes { id email isStaff } } }",
+    "{ auditLog(first: 5) { totalCount nodes { id } } }",
+    "{ __typename products(first: 1) { __typename nodes { __typename } } }",
+    "{ __schema { queryType { name } types { name kind } } }",
+    '{ __type(name: "Product") { name fields { name type { name kind ofType { name } } } } }',
+]
+
+
+def _corpus_a() -> list[tuple[str, str, dict[str, Any] | None]]:
+    corpus = [(where, text, _variables(text)) for where, text in _module_documents()]
+    corpus += [(f"explicit[{i}]", text, None) for i, text in enumerate(EXPLICIT)]
+    return corpus
+
+
+def test_the_corpus_is_collected() -> None:
+    documents = list(_module_documents())
+    assert len(documents) >= 50, len(documents)
+    for text in EXPLICIT:
+        assert not validate(GRAPHQL_SCHEMA, parse(text)), text
+
+
+def test_trivial_fields_take_the_fast_path() -> None:
+    """When strawberry's resolver wrappers change shape, fields silently fall back to the
+    stock path; this says so."""
+    fields = GRAPHQL_SCHEMA.type_map
+    assert isinstance(fields["Product"], GraphQLObjectType)
+    assert _classify(fields["Product"].fields["name"]).fetch == _ATTR  # type: ignore[attr-defined]
+    assert _classify(fields["Money"].fields["amount"]).fetch == _ATTR  # type: ignore[attr-defined]
+    variant = fields["ProductVariant"]
+    assert _classify(variant.fields["id"]).fetch == _CALL1  # type: ignore[attr-defined]
+    assert _classify(variant.fields["quantityAvailable"]).fetch == _CALL1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("viewer", [None, STAFF], ids=["anonymous", "staff"])
+async def test_suite_documents_answer_identically(
+    catalog_db: Database, viewer: UserRecord | None
+) -> None:
+    corpus = _corpus_a()
+    answered = 0
+    for _where, text, variables in corpus:
+        answer = await _differential(catalog_db, text, variables, viewer)
+        answered += '"data": null' not in answer
+    assert len(corpus) >= 90, len(corpus)
+    assert answered >= len(corpus) // 2, (answered, len(corpus))
+
+
+# --- (b) generated queries ------------------------------------------------------------------
+
+
+class _Generator:
+    """Seeded random queries over the schema's read fields, with valid arguments."""
+
+    def __init__(self, schema: GraphQLSchema, seed: int, pools: dict[str, list[Any]]) -> None:
+        self.schema = schema
+        self.rng = random.Random(seed)
+        self.pools = pools
+
+    def value_for(self, arg_name: str, arg_type: Any) -> str | None:
+        rng = self.rng
+        named = get_named_type(arg_type)
+        non_null = isinstance(arg_type, GraphQLNonNull)
+        inner = arg_type.of_type if non_null else arg_type
+        if isinstance(inner, GraphQLList):
+            item = self.value_for(arg_name, inner.of_type)
+            return None if item is None else f"[{item}]"
+        if not non_null and rng.random() < 0.5:
+            return None
+        if arg_name in ("first", "last"):
+            return str(rng.choice([0, 1, 2, 5, 20]))
+        if arg_name in ("after", "before"):
+            return None if not non_null else '"x"'
+        if isinstance(named, GraphQLEnumType):
+            return rng.choice(list(named.values))
+        if isinstance(named, GraphQLInputObjectType):
+            if named.name == "ProductSortBy":
+                field = rng.choice(["NAME", "PRICE", "CREATED_AT"])
+                return f"{{field: {field}, direction: {rng.choice(['ASC', 'DESC'])}}}"
+            if named.name == "ProductFilter":
+                return rng.choice(["{inStock: true}", '{priceGte: "10.00"}', "{inStock: false}"])
+            return None
+        if named.name == "ID":
+            return json.dumps(rng.choice(self.pools["ids"]))
+        if named.name == "String":
+            if arg_name == "slug":
+                return json.dumps(rng.choice(self.pools["slugs"]))
+            if arg_name == "search":
+                return json.dumps(rng.choice(["linen", "shirt", "zzz", "a b"]))
+            return json.dumps(rng.choice(self.pools["strings"]))
+        if named.name == "Int":
+            return str(rng.choice([0, 1, 2, 3]))
+        if named.name == "Boolean":
+            return rng.choice(["true", "false"])
+        return None
+
+    def field(self, parent: Any, name: str, depth: int) -> str | None:
+        rng = self.rng
+        definition = parent.fields[name]
+        args = []
+        for arg_name, arg in definition.args.items():
+            if arg_name == "last" and any(a.startswith("first:") for a in args):
+                continue  # both: a failing non-null connection
+            value = self.value_for(arg_name, arg.type)
+            if value is None:
+                if isinstance(arg.type, GraphQLNonNull):
+                    return None
+                continue
+            args.append(f"{arg_name}: {value}")
+        head = name
+        if rng.random() < 0.15:
+            head = f"{rng.choice(['a', 'b', 'c'])}{name}: {name}"
+        if args:
+            head += f"({', '.join(args)})"
+        if rng.random() < 0.08:
+            head += f" @{rng.choice(['skip', 'include'])}(if: {rng.choice(['true', 'false'])})"
+        named = get_named_type(definition.type)
+        if isinstance(named, GraphQLScalarType | GraphQLEnumType):
+            return head
+        body = self.selection(named, depth + 1)
+        return None if body is None else f"{head} {body}"
+
+    def selection(self, type_: Any, depth: int) -> str | None:
+        rng = self.rng
+        if isinstance(type_, GraphQLInterfaceType | GraphQLUnionType):
+            parts = ["__typename"]
+            if isinstance(type_, GraphQLInterfaceType) and rng.random() < 0.7:
+                parts.append("id")
+            for possible in self.schema.get_possible_types(type_):
+                if rng.random() < 0.5:
+                    inner = self.selection(possible, depth)
+                    if inner is not None:
+                        parts.append(f"... on {possible.name} {inner}")
+            return "{ " + " ".join(parts) + " }"
+        names = list(type_.fields)
+        leaves = [
+            n
+            for n in names
+            if isinstance(get_named_type(type_.fields[n].type), GraphQLScalarType | GraphQLEnumType)
+        ]
+        if depth >= 4:
+            names = leaves
+        if not names:
+            return None
+        picked = rng.sample(names, k=min(len(names), rng.randint(1, 6)))
+        parts = [p for p in (self.field(type_, n, depth) for n in picked) if p is not None]
+        if rng.random() < 0.2:
+            parts.append("__typename")
+        if rng.random() < 0.1 and parts:
+            parts.append(parts[0])  # a duplicate: merged
+        if not parts:
+            parts = [leaves[0]] if leaves else []
+        return "{ " + " ".join(parts) + " }" if parts else None
+
+    def query(self) -> str | None:
+        """One root field (a failing non-null root field would cancel its siblings in the
+        middle of their SQL, which on aiosqlite leaks pooled connections - a warning at
+        garbage collection - whichever executor runs)."""
+        query_type = self.schema.query_type
+        assert query_type is not None
+        roots = [n for n in query_type.fields if not n.startswith("__")]
+        part = self.field(query_type, self.rng.choice(roots), 0)
+        return None if part is None else "{ " + part + " }"
+
+
+async def _pools(db: Database) -> dict[str, list[Any]]:
+    answer = json.loads(
+        await _differential(
+            db,
+            "{ products(first: 5) { nodes { id slug variants { id sku } } }"
+            " categories(first: 5) { nodes { id slug } } collections(first: 3) { nodes { id slug } } }",
+            None,
+            STAFF,
+        )
+    )["data"]
+    ids = [gid("Product", 999999), "not-an-id", gid("Order", 1), gid("Checkout", "x")]
+    slugs = ["no-such-slug"]
+    for root in ("products", "categories", "collections"):
+        for node in answer[root]["nodes"]:
+            ids.append(node["id"])
+            slugs.append(node["slug"])
+            ids += [v["id"] for v in node.get("variants", [])]
+    return {"ids": ids, "slugs": slugs, "strings": ["", "x", "shirt", *slugs[:3]]}
+
+
+GENERATED = 220
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_generated_queries_answer_identically(catalog_db: Database, seed: int) -> None:
+    generator = _Generator(GRAPHQL_SCHEMA, seed, await _pools(catalog_db))
+    ran = 0
+    attempts = 0
+    while ran < GENERATED // 2 and attempts < GENERATED * 5:
+        attempts += 1
+        viewer = STAFF if ran % 2 else None
+        text = generator.query()
+        if text is None or validate(GRAPHQL_SCHEMA, parse(text)):
+            continue
+        await _differential(catalog_db, text, None, viewer)
+        ran += 1
+    assert ran == GENERATED // 2, (ran, attempts)
+
+
+# --- (c) edge cases -----------------------------------------------------------------------
+
+EDGE_DOCUMENTS = [
+    # aliases, duplicates merged, __typename, fragments on the Node interface
+    "{ a: products(first: 2) { nodes { x: name name name y: id } } b: products(first: 1) {"
+    " nodes { __typename } } }",
+    "query { products(first: 2) { nodes { ...P ... on Node { id } } } } fragment P on Product"
+    " { name ... on Product { slug } }",
+    f'{{ node(id: "{gid("Product", 1)}") {{ ... on Node {{ id __typename }} ...V }} }}'
+    " fragment V on ProductVariant { sku }",
+    # @skip / @include, with variables
+    "query($yes: Boolean!, $no: Boolean!) { products(first: 2) { nodes { name @skip(if: $yes)"
+    " slug @include(if: $yes) id @include(if: $no) description @skip(if: $no) } } }",
+    # errors in sibling fields: a bad argument next to good fields, at the root and nested
+    f'{{ ok: product(id: "{gid("Product", 1)}") {{ name }} bad: product(id: "zz") {{ name }}'
+    ' category(slug: "apparel") { name products(first: 101) { nodes { name } } }'
+    " more: products(first: 1) { nodes { name } } }",
+    # (a non-null root field failing next to siblings still running SQL would cancel them
+    # mid-statement, which leaks pooled aiosqlite connections whichever executor runs)
+    "{ products(first: 101) { nodes { name } } }",
+    '{ nodes(ids: ["x", "y", "z"]) { id } }',
+    '{ product(id: "x", slug: "y") { name } me { email } }',
+]
+
+
+@pytest.mark.parametrize("viewer", [None, STAFF], ids=["anonymous", "staff"])
+async def test_edge_documents_answer_identically(
+    catalog_db: Database, viewer: UserRecord | None
+) -> None:
+    for text in EDGE_DOCUMENTS:
+        assert not validate(GRAPHQL_SCHEMA, parse(text)), text
+        await _differential(catalog_db, text, {"yes": True, "no": False}, viewer)
+
+
+# A small schema whose fields misbehave on purpose.
+
+
+@strawberry.enum
+class Color(Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+@strawberry.interface
+class Thing:
+    id: strawberry.ID
+
+
+def _broken(root: strawberry.Parent[Any]) -> int:
+    raise ValueError("resolver failed")
+
+
+def _future(root: strawberry.Parent[Any]) -> Any:
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(root.count)
+    return future
+
+
+async def _async_name(root: strawberry.Parent[Any]) -> str:
+    await asyncio.sleep(0)
+    return str(root.name)
+
+
+def _self_method_value(root: strawberry.Parent[Any]) -> str:
+    return f"<{root.name}>"
+
+
+@strawberry.type
+class Part:
+    """An object type without interfaces or is_type_of."""
+
+    name: str
+    count: int
+    maybe_count: int | None
+
+
+@strawberry.type
+class Gadget(Thing):
+    name: str
+    maybe_name: str | None
+    count: int
+    maybe_count: int | None
+    ratio: float | None
+    flag: bool
+    color: Color
+    maybe_color: Color | None
+    tags: list[str]
+    maybe_tags: list[str | None] | None
+    child: Gadget | None
+    broken: int = strawberry.field(resolver=_broken)
+    maybe_broken: int | None = strawberry.field(resolver=_broken)
+    later: int = strawberry.field(resolver=_future)
+    async_name: str = strawberry.field(resolver=_async_name)
+    shown: str = strawberry.field(resolver=_self_method_value)
+
+    part: Part | None
+    parts: list[Part]
+
+    @strawberry.field
+    def doubled(self) -> int:
+        return self.count * 2  # type: ignore[no-any-return]
+
+    @classmethod
+    def is_type_of(cls, obj: Any, _info: Any) -> bool:
+        return isinstance(obj, Raw)
+
+
+class Raw:
+    """What resolvers hand back: attributes of any type, on purpose."""
+
+    def __init__(self, **values: Any) -> None:
+        self.id = "1"
+        self.name = "ok"
+        self.maybe_name = None
+        self.count = 1
+        self.maybe_count = None
+        self.ratio = 0.5
+        self.flag = True
+        self.color = Color.RED
+        self.maybe_color = None
+        self.tags = ["a", "b"]
+        self.maybe_tags = ["a", None]
+        self.child = None
+        self.part = None
+        self.parts = []
+        self.__dict__.update(values)
+
+
+ROWS = {
+    "fine": Raw(child=Raw(name="inner")),
+    "null_in_non_null": Raw(name=None),
+    "null_count": Raw(count=None),
+    "int_overflow": Raw(count=2**31),
+    "int_negative_overflow": Raw(count=-(2**31) - 1),
+    "int_from_float": Raw(count=2.0, maybe_count=2.5),
+    "int_from_bool": Raw(count=True),
+    "int_from_str": Raw(count="7", maybe_count="seven"),
+    "nan": Raw(ratio=float("nan")),
+    "float_from_int": Raw(ratio=3),
+    "bool_from_int": Raw(flag=2),
+    "string_from_int": Raw(name=5, maybe_name=[1]),
+    "string_subclass": Raw(name=strawberry.ID("an id")),
+    "bad_enum": Raw(color="blue", maybe_color="purple"),
+    "enum_value": Raw(color="green"),
+    "null_enum": Raw(color=None),
+    "tags_with_null": Raw(tags=["a", None]),
+    "tags_not_strings": Raw(tags=[1, 2], maybe_tags=("g", None)),
+    "tags_not_a_list": Raw(tags="abc", maybe_tags=5),
+    "exception_value": Raw(maybe_name=ValueError("an exception as a value")),
+    "awaitable_attr": Raw(maybe_count=None),
+    "child_bad": Raw(child=Raw(name=None, count=2**40)),
+    "child_wrong_type": Raw(child="not a gadget"),
+    "missing": type("Bare", (), {"id": "9"})(),
+    "parts": Raw(part=Raw(name="p", count=1), parts=[Raw(name="q", count=2)]),
+    "bad_parts": Raw(part=Raw(name=None, count=2**31), parts=[Raw(count=3), None]),
+    "part_not_object": Raw(part=5, parts="xy"),
+}
+
+
+@strawberry.type
+class EdgeQuery:
+    @strawberry.field
+    def gadget(self, key: str) -> Gadget | None:
+        return ROWS[key]  # type: ignore[return-value]
+
+    @strawberry.field
+    def gadgets(self) -> list[Gadget]:
+        return [ROWS["fine"], ROWS["int_overflow"], ROWS["fine"]]  # type: ignore[list-item]
+
+    @strawberry.field
+    def maybe_gadgets(self) -> list[Gadget | None]:
+        return [ROWS["fine"], None, ROWS["null_in_non_null"]]  # type: ignore[list-item]
+
+    @strawberry.field
+    def thing(self) -> Thing | None:
+        return ROWS["fine"]  # type: ignore[return-value]
+
+    @strawberry.field
+    def things(self) -> list[Thing]:
+        return [ROWS["fine"], ROWS["child_wrong_type"]]  # type: ignore[list-item]
+
+    @strawberry.field
+    def required(self) -> Gadget:
+        return ROWS["null_in_non_null"]  # type: ignore[return-value]
+
+
+EDGE_SCHEMA: GraphQLSchema = strawberry.Schema(
+    query=EdgeQuery, types=[Gadget], execution_context_class=FastExecutionContext
+)._schema
+ALL_GADGET_FIELDS = (
+    "id name maybeName count maybeCount ratio flag color maybeColor tags maybeTags"
+    " broken maybeBroken later asyncName shown doubled __typename"
+)
+GADGET_FIELD_LIST = ALL_GADGET_FIELDS.split()
+
+
+def _edge_documents() -> Iterator[str]:
+    for key in ROWS:
+        yield (
+            f'{{ gadget(key: "{key}") {{ {ALL_GADGET_FIELDS} child {{ name count }}'
+            " part { name count maybeCount } parts { name count } } }"
+        )
+        yield f'{{ gadget(key: "{key}") {{ part {{ maybeCount }} x: part {{ name }} }} }}'
+        for name in GADGET_FIELD_LIST:
+            yield f'{{ gadget(key: "{key}") {{ {name} }} x: gadget(key: "fine") {{ name }} }}'
+    yield "{ gadgets { name count } }"
+    yield "{ gadgets { name count doubled later } }"
+    yield "{ maybeGadgets { name count } }"
+    yield "{ thing { __typename id ... on Gadget { name count } } }"
+    yield "{ things { id ... on Gadget { name } } }"
+    yield '{ required { name } gadget(key: "fine") { name } }'
+    yield '{ a: gadget(key: "fine") { later asyncName } b: gadget(key: "int_overflow") { later count } }'
+
+
+async def test_misbehaving_fields_answer_identically() -> None:
+    documents = list(_edge_documents())
+    for text in documents:
+        assert not validate(EDGE_SCHEMA, parse(text)), text
+        stock = await _run(EDGE_SCHEMA, StrawberryGraphQLCoreExecutionContext, text, None, None)
+        fast = await _run(EDGE_SCHEMA, FastExecutionContext, text, None, None)
+        assert fast == stock, text
+    assert len(documents) > 400
+
+
+async def test_the_edge_schema_really_misbehaves() -> None:
+    """The edge cases above exercise errors, not only happy paths."""
+    answer = json.loads(
+        await _run(
+            EDGE_SCHEMA,
+            FastExecutionContext,
+            '{ gadget(key: "int_overflow") { count } }',
+            None,
+            None,
+        )
+    )
+    assert answer["data"] == {"gadget": None}
+    assert answer["errors"][0]["message"] == (
+        "Int cannot represent non 32-bit signed integer value: 2147483648"
+    )
+    assert answer["errors"][0]["path"] == ["gadget", "count"]
+    answer = json.loads(
+        await _run(
+            EDGE_SCHEMA,
+            FastExecutionContext,
+            '{ gadget(key: "null_in_non_null") { name count } }',
+            None,
+            None,
+        )
+    )
+    assert (
+        answer["errors"][0]["message"] == "Cannot return null for non-nullable field Gadget.name."
+    )
+
+
+def test_the_app_schema_uses_the_fast_executor_unless_disabled() -> None:
+    assert SCHEMA.execution_context_class is FastExecutionContext
+    assert build_schema(fast_execution=False).execution_context_class is not FastExecutionContext
+
+
+async def test_requests_through_strawberry_take_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The app's schema (with its extensions) runs FastExecutionContext's plan, not the
+    stock path it falls back to under resolver middleware."""
+    planned: list[str] = []
+    plan = FastExecutionContext._plan
+
+    def spy(self: FastExecutionContext, parent_type: Any, fields: Any) -> Any:
+        assert self._fast
+        planned.append(parent_type.name)
+        return plan(self, parent_type, fields)
+
+    monkeypatch.setattr(FastExecutionContext, "_plan", spy)
+    result = await build_schema().execute("{ __typename }")
+    assert result.data == {"__typename": "Query"} and not result.errors
+    assert planned == ["Query"]
