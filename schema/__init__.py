@@ -20,7 +20,6 @@ from schema.node import NodeQuery
 from schema.orders import Fulfillment, Order, OrderQuery, Payment
 from schema.orders_admin import OrdersAdminMutation, OrdersAdminQuery, PromoCode
 from schema.scalars import DECIMAL_SCALAR
-from schema.settling import SettlingExecutionContext
 from schema.staff import AuditEntry, StaffMutation, StaffQuery
 from schema.webhooks import Webhook, WebhookDelivery, WebhookMutation, WebhookQuery
 
@@ -91,9 +90,7 @@ def build_schema(
         config=StrawberryConfig(
             disable_field_suggestions=not debug, scalar_map={Decimal: DECIMAL_SCALAR}
         ),
-        execution_context_class=(
-            FastExecutionContext if fast_execution else SettlingExecutionContext
-        ),
+        execution_context_class=FastExecutionContext if fast_execution else None,
         extensions=[QueryLimitsExtension.factory(limits)],
     )
 

@@ -55,10 +55,9 @@ from graphql import (
 from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
 from graphql.pyutils import AwaitableOrValue, Path, Undefined, gather_with_cancel
 from graphql.type.introspection import TypeNameMetaFieldDef
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
-
-from schema.settling import SettlingExecutionContext
 
 __all__ = ["FastExecutionContext"]
 
@@ -332,7 +331,7 @@ def _has_stream(fields: FieldDetailsList) -> bool:
     )
 
 
-class FastExecutionContext(SettlingExecutionContext):
+class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
     """graphql-core's executor (as strawberry configures it) with trivial fields inlined."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
