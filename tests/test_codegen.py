@@ -8,13 +8,8 @@ without node the compiler tests are skipped, except in CI (CI=true) where they f
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
-import os
 import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +21,7 @@ from graphql import (
     parse,
     validate,
 )
+from node_clients import install_node_clients, run_node_tool
 
 from models.settings import QueryLimits
 from schema import build_schema, export_sdl
@@ -33,8 +29,6 @@ from schema.limits import operation_cost, validation_rules
 
 CLIENTS = Path(__file__).parent / "clients"
 ROOT = CLIENTS.parent.parent
-STAMP = CLIENTS / "node_modules" / ".shopql-package-lock.sha256"
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def _documents() -> str:
@@ -57,43 +51,14 @@ def test_client_operations_are_valid_and_fit_the_default_limits() -> None:
             assert cost <= QueryLimits().max_cost, (operation.name.value, first, cost)
 
 
-def _run(args: list[str], cwd: Path, timeout: float, **env: str) -> str:
-    result = subprocess.run(
-        args,
-        cwd=cwd,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{output}"
-    return output
-
-
 @pytest.fixture(scope="module")
-def node_modules() -> Iterator[Path]:
-    """tests/clients/node_modules from package-lock.json (`npm ci`), installed once and
-    reused while the lock file is unchanged."""
-    npm = shutil.which("npm")
-    if shutil.which("node") is None or npm is None:
-        if IN_CI:
-            pytest.fail("node and npm are required in CI for the codegen tests")
-        pytest.skip("node/npm not installed: codegen and relay-compiler not run")
-    lock = hashlib.sha256((CLIENTS / "package-lock.json").read_bytes()).hexdigest()
-    CLIENTS.joinpath("node_modules").mkdir(exist_ok=True)
-    with open(CLIENTS / "node_modules" / ".shopql-install.lock", "w") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)  # concurrent test runs install once
-        if not STAMP.exists() or STAMP.read_text() != lock:
-            _run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], CLIENTS, 600)
-            STAMP.write_text(lock)
-    yield CLIENTS / "node_modules"
+def node_modules() -> Path:
+    return install_node_clients()
 
 
 def test_graphql_codegen_generates_typescript(node_modules: Path, tmp_path: Path) -> None:
     codegen = node_modules / ".bin" / "graphql-codegen"
-    _run([str(codegen), "--config", "codegen.ts"], CLIENTS, 180, CODEGEN_OUT=str(tmp_path))
+    run_node_tool([str(codegen), "--config", "codegen.ts"], CLIENTS, 180, CODEGEN_OUT=str(tmp_path))
     generated = (tmp_path / "graphql.ts").read_text()
     for name in ("ProductListingQuery", "CartCreateMutation", "AdminOrdersQuery"):
         assert f"export type {name} = " in generated, name
@@ -111,7 +76,7 @@ def test_relay_compiler_compiles_the_relay_documents(node_modules: Path, tmp_pat
         shutil.copy(source, tmp_path)
     artifacts = tmp_path / config["artifactDirectory"]
     artifacts.mkdir()
-    _run([str(node_modules / ".bin" / "relay-compiler")], tmp_path, 180)
+    run_node_tool([str(node_modules / ".bin" / "relay-compiler")], tmp_path, 180)
     generated = {p.name for p in artifacts.iterdir()}
     assert {
         "CategoryProductsPaginationQuery.graphql.ts",  # refetch through node(id:)
