@@ -15,12 +15,11 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from models import telemetry
+from models import redis_backend, telemetry
 from models.accounts.passwords import Passwords
 from models.db import Database
 from models.logs import configure_logging, logging_config
@@ -28,12 +27,13 @@ from models.mail import Mailer, SmtpConfig
 from models.payments.gateways import DummyGateway, Gateway
 from models.payments.stripe_gateway import StripeGateway
 from models.payments.webhooks import stripe_webhook
-from models.settings import Settings, SettingsError
+from models.settings import Settings, SettingsError, graphiql_assets_dir_from_env
 from models.telemetry import Metrics, otlp_tracer_provider
-from models.throttle import MemoryThrottle
+from models.throttle import MemoryThrottle, Throttle
 from models.webhooks.worker import WebhookWorker
 from resolvers.context import Services
-from schema import build_schema, export_sdl
+from schema import build_schema, export_sdl, graphiql
+from schema.cors import CredentialedCORSMiddleware
 from schema.http import GraphQLApp
 from schema.observability import (
     ObservabilityMiddleware,
@@ -81,10 +81,20 @@ def create_app(
         if settings.webhook_worker:  # delivers the webhook outbox in the background
             webhook_worker = WebhookWorker(database, allow_private=settings.webhook_allow_private)
             webhook_worker.start()
+        relay = None
+        if services.redis is not None:  # events from every process reach our subscribers
+            relay = redis_backend.RedisEventRelay(
+                database.events, services.redis, channel=f"{settings.redis_prefix}:events"
+            )
+            await relay.start()
         yield
+        if relay is not None:
+            await relay.stop()
         if webhook_worker is not None:
             await webhook_worker.stop()
         await services.mailer.drain()
+        if services.redis is not None:
+            await services.redis.aclose()
         for gateway in services.gateways.values():
             close = getattr(gateway, "aclose", None)
             if close is not None:
@@ -104,29 +114,23 @@ def create_app(
             Middleware(ObservabilityMiddleware, metrics=metrics, access_log=settings.access_log)
         )
     if settings.cors_origins:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=list(settings.cors_origins),
-                allow_credentials=True,
-                allow_methods=["GET", "POST", "OPTIONS"],
-                allow_headers=["authorization", "content-type", "x-request-id"],
-                expose_headers=["x-request-id"],
-                max_age=600,
-            )
-        )
+        middleware.append(Middleware(CredentialedCORSMiddleware, origins=settings.cors_origins))
     webhooks = []
     if settings.stripe_webhook_secret:
         webhook = stripe_webhook(database, secret=settings.stripe_webhook_secret)
         webhooks.append(Route("/webhooks/stripe", webhook, methods=["POST"]))
+    ide: list[BaseRoute] = []
+    if settings.graphiql_enabled:  # GraphiQL's own scripts and stylesheet, no CDN
+        ide.append(Route(graphiql.ASSETS_ROUTE, graphiql.asset_endpoint(graphql.graphiql_assets)))
     operations: list[BaseRoute] = []
     if metrics is not None:
         operations.append(Route("/metrics", metrics_endpoint(metrics, settings.metrics_token)))
     app = Starlette(
         debug=False,
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/graphql", graphql),  # every method: GraphQLApp answers 405 itself, in JSON
             WebSocketRoute("/graphql", graphql),
+            *ide,
             Route("/healthz", healthz),
             Route("/readyz", readyz_endpoint(database)),
             *operations,
@@ -153,11 +157,23 @@ def create_services(settings: Settings, db: Database) -> Services:
         concurrency=settings.hash_concurrency,
     )
     passwords.dummy_hash()  # now, not during the first sign-in of an unknown email
+    redis = redis_backend.connect(settings.redis_url) if settings.redis_url else None
+    login_throttle: Throttle
+    if redis is not None:  # shared by every process and host
+        login_throttle = redis_backend.RedisThrottle(
+            redis,
+            limit=settings.login_max_failures,
+            window=settings.login_window,
+            prefix=f"{settings.redis_prefix}:throttle:login:",
+        )
+    else:
+        login_throttle = MemoryThrottle(
+            limit=settings.login_max_failures, window=settings.login_window
+        )
     return Services(
         passwords=passwords,
-        login_throttle=MemoryThrottle(
-            limit=settings.login_max_failures, window=settings.login_window
-        ),
+        login_throttle=login_throttle,
+        redis=redis,
         mailer=Mailer(
             db,
             sender=settings.mail_from,
@@ -346,6 +362,12 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--products", type=int, default=500, metavar="N")
     seed.add_argument("--seed", type=int, default=42, metavar="S")
     sub.add_parser("export-schema", help="print the GraphQL schema (SDL)")
+    assets = sub.add_parser(
+        "graphiql-assets",
+        help="install GraphiQL's browser files from the npm registry (pinned, verified) "
+        "into $SHOPQL_GRAPHIQL_ASSETS_DIR",
+    )
+    assets.add_argument("--force", action="store_true", help="download them again")
     recover = sub.add_parser(
         "recover-checkouts",
         help="settle checkout completions abandoned mid-way (run from cron)",
@@ -375,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "check":
         return _check_command()
+    if args.command == "graphiql-assets":  # needs no other setting (CI runs it bare)
+        return graphiql.install_command(graphiql_assets_dir_from_env(), force=args.force)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -434,10 +458,20 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from schema.persisted import load_manifest
+
+    if settings.trusted_documents:  # each worker loads it; refuse a bad one here, once
+        try:
+            load_manifest(settings.trusted_documents)
+        except SettingsError as exc:
+            print(f"shopql: configuration error: {exc}", file=sys.stderr)
+            return 2
     # uvicorn re-raises the SIGTERM it handled once it has drained; this handler turns that
     # (and a SIGTERM before serving starts) into a clean exit.
     signal.signal(signal.SIGTERM, _stop)
     asyncio.run(_prepare(settings, demo=not args.no_demo, products=args.demo_products, seed=42))
+    if settings.graphiql_enabled:  # fetched once; without them the page says what to run
+        graphiql.ensure_installed(graphiql.assets_dir(settings.graphiql_assets_dir))
     workers = args.workers if not args.reload else None
     if args.workers > 1 and settings.database_url.startswith("sqlite"):
         logger.warning("several workers share one SQLite file; use PostgreSQL to scale out")

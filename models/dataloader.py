@@ -4,7 +4,10 @@ Kept in the data layer (which never imports strawberry) and deliberately minimal
 batch function receives unique keys and returns one value per key, in order.
 
 `batch_observer`, when set for the current request, is told the size of every batch
-(metrics); unset, dispatching costs one context-variable read.
+(metrics); unset, dispatching costs one context-variable read. Each batch runs as a task
+of its own, counted as work of the request that asked for it (`models.db.RequestWork`),
+so a batch whose result nobody awaits any more (its field was nulled by a sibling's error)
+still finishes, or is cancelled, before that request answers.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextvars import ContextVar
 from typing import Generic, TypeVar
+
+from models.db import track_request_task
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -81,6 +86,7 @@ class DataLoader(Generic[K, V]):
             task = asyncio.ensure_future(self._run(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            track_request_task(task)
 
     async def _run(self, keys: list[K]) -> None:
         try:

@@ -4,11 +4,18 @@ Reads run on autocommit connections (one per DataLoader batch, never shared betw
 concurrent batches). Writes run inside `Database.transaction()`, which on SQLite starts
 with `BEGIN IMMEDIATE` so concurrent writers queue on the lock instead of failing to
 upgrade a deferred transaction.
+
+A request's connections live inside the request: the tasks it starts besides its own
+(DataLoader batches, fields the executor stopped waiting for) are tracked in its
+`RequestWork`, which the executor settles before the response is sent (`RequestWork.settle`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +36,7 @@ if TYPE_CHECKING:
     from models.telemetry import SqlTracer
 
 metadata = SQLModel.metadata
+logger = logging.getLogger("shopql.db")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -107,6 +115,93 @@ def track_sql() -> SqlStats:
     return stats
 
 
+class RequestWork:
+    """The tasks one request runs besides its own: DataLoader batches, and fields the
+    executor stopped waiting for when an error nulled their parent. Each may hold a pooled
+    connection; `settle` makes sure none still runs once the request answers.
+
+    Tracking costs one context-variable read per batch (`track_request_task`).
+    """
+
+    __slots__ = ("_pending",)
+
+    # How long `settle` lets leftover work finish on its own before cancelling it, and how
+    # long it then waits for the cancelled work to give its connections back.
+    GRACE = 0.5
+    CANCEL_TIMEOUT = 5.0
+
+    def __init__(self) -> None:
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    def track(self, future: asyncio.Future[Any]) -> None:
+        if not future.done():
+            self._pending.add(future)
+            future.add_done_callback(self._pending.discard)
+
+    @property
+    def pending(self) -> int:
+        """Tracked tasks (or futures) not finished yet."""
+        return len(self._pending)
+
+    def cancel(self) -> None:
+        """Cancel every tracked task without waiting for it."""
+        for future in list(self._pending):
+            future.cancel()
+
+    async def settle(
+        self, *, grace: float | None = None, cancel_timeout: float | None = None
+    ) -> None:
+        """Return once every tracked task has finished: those still running after `grace`
+        seconds (their results are moot: the response is complete) are cancelled, which
+        closes their connections (rolling back any transaction). Never waits longer than
+        `grace + cancel_timeout`: work that ignores cancellation is logged and left behind."""
+        pending = self._pending
+        if not pending:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.GRACE if grace is None else grace)
+        while pending and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(list(pending), timeout=left)
+        deadline = loop.time() + (self.CANCEL_TIMEOUT if cancel_timeout is None else cancel_timeout)
+        cancelled: set[asyncio.Future[Any]] = set()
+        while pending and (left := deadline - loop.time()) > 0:
+            for future in pending - cancelled:
+                future.cancel()
+                cancelled.add(future)
+            await asyncio.wait(list(pending), timeout=left)
+        if pending:
+            logger.error(
+                "%d task(s) of a finished request ignored cancellation: %r",
+                len(pending),
+                list(pending)[:5],
+            )
+
+
+_request_work: contextvars.ContextVar[RequestWork | None] = contextvars.ContextVar(
+    "shopql_request_work", default=None
+)
+
+
+def start_request_work() -> tuple[RequestWork, contextvars.Token[RequestWork | None]]:
+    """A fresh `RequestWork` for the current task and the tasks it spawns; reset the
+    context variable with the token when the request's execution is over."""
+    work = RequestWork()
+    return work, _request_work.set(work)
+
+
+def end_request_work(token: contextvars.Token[RequestWork | None]) -> None:
+    # finished in another context than it started in: there is nothing to undo
+    with contextlib.suppress(ValueError):
+        _request_work.reset(token)
+
+
+def track_request_task(task: asyncio.Future[Any]) -> None:
+    """Count `task` as work of the current request, if there is one."""
+    work = _request_work.get()
+    if work is not None:
+        work.track(task)
+
+
 def _before_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
     stats = _sql_stats.get()
     if stats is not None and not statement.startswith("BEGIN"):
@@ -151,6 +246,48 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+async def _finish(future: asyncio.Future[Any]) -> asyncio.CancelledError | None:
+    """Wait until `future` is done even when the caller is cancelled meanwhile; return that
+    cancellation (for the caller to re-raise once it has cleaned up), if there was one."""
+    cancelled: asyncio.CancelledError | None = None
+    while not future.done():
+        try:
+            await asyncio.wait((future,))
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    return cancelled
+
+
+async def _checkout(engine: AsyncEngine) -> AsyncConnection:
+    """`engine.connect()`, entered so that a cancellation cannot strand the connection.
+
+    Entering an AsyncConnection checks a connection out of the pool and then, on an engine
+    with an isolation-level option (the autocommit reader), awaits the driver to apply it
+    (a round trip to aiosqlite's thread). Cancelled there (graphql-core cancels the fields
+    beside one whose error nulls their parent), SQLAlchemy neither returns the connection
+    nor hands it to anyone: it stays checked out until the garbage collector finds it
+    ("non-checked-in connection"). So the checkout runs in a task of its own that the
+    caller's cancellation does not interrupt; a connection that arrives for a cancelled
+    caller is closed, then the cancellation goes on.
+    """
+    checkout = asyncio.ensure_future(engine.connect().start())
+    cancelled = await _finish(checkout)
+    if cancelled is None:
+        return checkout.result()
+    if not checkout.cancelled() and checkout.exception() is None:
+        await _close(checkout.result())
+    raise cancelled
+
+
+async def _close(conn: AsyncConnection) -> None:
+    """Close (return to the pool) to the end, even when the caller is cancelled meanwhile."""
+    closing = asyncio.ensure_future(conn.close())
+    cancelled = await _finish(closing)
+    if cancelled is not None:
+        raise cancelled
+    closing.result()
+
+
 class Database:
     """One engine per process; hands out read connections and write transactions."""
 
@@ -182,13 +319,17 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """An autocommit connection for reads; one per concurrent task."""
-        async with self._reader.connect() as conn:
+        conn = await _checkout(self._reader)
+        try:
             yield conn
+        finally:
+            await _close(conn)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction: committed when the block exits normally, else rolled back."""
-        async with self.engine.connect() as conn:
+        conn = await _checkout(self.engine)
+        try:
             if self.is_sqlite:
                 await conn.exec_driver_sql("BEGIN IMMEDIATE")
             try:
@@ -204,6 +345,8 @@ class Database:
                 events = take_pending(conn)
             if events:
                 self.events.publish(events)
+        finally:
+            await _close(conn)
 
     async def ping(self) -> None:
         async with self.read() as conn:

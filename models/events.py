@@ -8,9 +8,11 @@ the same transaction, see models/webhooks/outbox.py), and after a successful com
 publishes them to `db.events`. On rollback both are dropped, so neither a subscriber nor a
 webhook receiver ever hears of a change that did not happen.
 
-The bus here is in-process; subscribers (GraphQL subscriptions, the webhook worker's
-wake-up) attach with `EventBus.subscribe()` or `EventBus.add_listener()`. Other processes
-learn of events through the outbox table.
+The bus fans out in-process; subscribers (GraphQL subscriptions, the webhook worker's
+wake-up) attach with `EventBus.subscribe()` or `EventBus.add_listener()`. With REDIS_URL
+set, a relay (models/redis_backend.py) forwards every published batch to Redis and hands
+other processes' events to `publish_local`, so subscribers hear of changes made anywhere.
+Webhook workers in other processes learn of events through the durable outbox table.
 """
 
 from __future__ import annotations
@@ -69,12 +71,19 @@ class EventBus:
     def __init__(self) -> None:
         self._queues: set[asyncio.Queue[Event]] = set()
         self._listeners: list[Callable[[Event], None]] = []
+        self._forwarders: list[Callable[[list[Event]], None]] = []
         self.published = 0
 
     def add_listener(self, listener: Callable[[Event], None]) -> Callable[[], None]:
         """Call `listener(event)` synchronously for every event; returns a remover."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    def add_forwarder(self, forwarder: Callable[[list[Event]], None]) -> Callable[[], None]:
+        """Hand every batch this process publishes to `forwarder` (the Redis relay);
+        returns a remover. Forwarders must not block."""
+        self._forwarders.append(forwarder)
+        return lambda: self._forwarders.remove(forwarder)
 
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[asyncio.Queue[Event]]:
@@ -86,6 +95,16 @@ class EventBus:
             self._queues.discard(queue)
 
     def publish(self, events: list[Event]) -> None:
+        """Events this process committed: to local subscribers and to the forwarders."""
+        self.publish_local(events)
+        for forwarder in list(self._forwarders):
+            try:
+                forwarder(events)
+            except Exception:
+                logger.exception("event forwarder failed")
+
+    def publish_local(self, events: list[Event]) -> None:
+        """To this process's listeners and subscribers only."""
         for event in events:
             self.published += 1
             for listener in list(self._listeners):

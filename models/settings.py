@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./shopql.db"
+DEFAULT_GRAPHIQL_ASSETS_DIR = ".shopql/graphiql"
 # Only ever accepted in debug mode; production refuses to start without a real SECRET_KEY.
 DEVELOPMENT_SECRET_KEY = "shopql-development-secret-key-never-use-in-production"
 MIN_SECRET_LENGTH = 32
 MIN_METRICS_TOKEN_LENGTH = 16
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MIN_BODY_BYTES = 1024
+MAX_BODY_BYTES = 100 * 1024 * 1024
+MAX_REQUEST_TIMEOUT = 3600
+# A browser's Origin header: scheme://host[:port], lower case, no path.
+_ORIGIN = re.compile(r"https?://([a-z0-9.\-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -45,6 +52,28 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+def _seconds(
+    env: Mapping[str, str], name: str, default: float, *, low: float, high: float
+) -> float:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not low <= value <= high:  # also refuses nan and inf
+        raise SettingsError(f"{name} must be between {low:g} and {high:g} seconds, got {raw!r}")
+    return value
+
+
+def graphiql_assets_dir_from_env(env: Mapping[str, str] | None = None) -> str:
+    """`SHOPQL_GRAPHIQL_ASSETS_DIR`: read on its own too, by `shopql graphiql-assets`, which
+    needs no other setting."""
+    env = os.environ if env is None else env
+    return env.get("SHOPQL_GRAPHIQL_ASSETS_DIR", "").strip() or DEFAULT_GRAPHIQL_ASSETS_DIR
 
 
 def fast_execution_enabled(env: Mapping[str, str] | None = None) -> bool:
@@ -81,6 +110,9 @@ class Settings:
     currency: str = "USD"
     db_pool_size: int = 10
     graphiql: bool | None = None  # None: on in debug, off otherwise
+    # Where `shopql graphiql-assets` installs GraphiQL's browser files (relative: to the
+    # working directory); the server serves them from there.
+    graphiql_assets_dir: str = DEFAULT_GRAPHIQL_ASSETS_DIR
     secret_key: str = field(default=DEVELOPMENT_SECRET_KEY, repr=False)
     access_token_ttl: int = 15 * 60
     refresh_token_ttl: int = 30 * 24 * 3600
@@ -108,13 +140,59 @@ class Settings:
     access_log: bool = True
     otel_endpoint: str | None = None
     redis_url: str | None = field(default=None, repr=False)  # may hold a password
+    redis_prefix: str = "shopql"  # namespace of shopql's Redis keys and channel
     query_limits: QueryLimits = field(default_factory=QueryLimits)
+    ws_max_subscriptions: int = 20  # operations open at once on one WebSocket
+    # Persisted queries and rate limiting (schema/persisted.py, models/ratelimit.py).
+    trusted_documents: str | None = None  # manifest path: only its documents run
+    apq_cache_size: int = 10_000  # documents kept in process memory (without Redis)
+    apq_ttl: int = 7 * 86400  # seconds a document stays in Redis
+    rate_limit: int = 30_000  # cost points per client per minute; 0: off
+    rate_limit_burst: int = 10_000  # points a client may spend at once
+    # HTTP transport (schema/transport.py, README "HTTP"): body cap, operation deadline,
+    # introspection (None: on in debug, off otherwise).
+    max_body_bytes: int = 102_400
+    request_timeout: float = 30.0
+    introspection: bool | None = None
 
     def __post_init__(self) -> None:
         if "*" in self.cors_origins:
             raise SettingsError(
                 "SHOPQL_CORS_ORIGINS may not be '*': the API sends credentials, so list "
                 "the allowed origins explicitly"
+            )
+        for origin in self.cors_origins:
+            if not _ORIGIN.fullmatch(origin):
+                raise SettingsError(
+                    "SHOPQL_CORS_ORIGINS must list origins as scheme://host[:port] (no path, "
+                    f"no trailing slash, lower case), got {origin[:100]!r}"
+                )
+        if not MIN_BODY_BYTES <= self.max_body_bytes <= MAX_BODY_BYTES:
+            raise SettingsError(
+                f"SHOPQL_MAX_BODY_BYTES must be between {MIN_BODY_BYTES} and {MAX_BODY_BYTES}, "
+                f"got {self.max_body_bytes}"
+            )
+        if not 0 < self.request_timeout <= MAX_REQUEST_TIMEOUT:
+            raise SettingsError(
+                f"SHOPQL_REQUEST_TIMEOUT must be more than 0 and at most {MAX_REQUEST_TIMEOUT} "
+                f"seconds, got {self.request_timeout}"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.redis_prefix):
+            raise SettingsError(
+                "SHOPQL_REDIS_PREFIX must be 1-64 letters, digits, '_', '.' or '-', got "
+                f"{self.redis_prefix[:80]!r}"
+            )
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.rate_limit < 0 or self.rate_limit_burst < 1:
+            raise SettingsError(
+                "SHOPQL_RATE_LIMIT must be 0 (off) or more and SHOPQL_RATE_LIMIT_BURST at least 1"
+            )
+        if self.apq_cache_size < 1 or self.apq_ttl < 60:
+            raise SettingsError(
+                "SHOPQL_APQ_CACHE_SIZE must be at least 1 and SHOPQL_APQ_TTL at least 60 seconds"
             )
         if len(self.currency) != 3 or not self.currency.isalpha() or not self.currency.isupper():
             raise SettingsError(f"SHOPQL_CURRENCY must be an ISO 4217 code, got {self.currency!r}")
@@ -165,6 +243,10 @@ class Settings:
         return self.debug if self.graphiql is None else self.graphiql
 
     @property
+    def introspection_enabled(self) -> bool:
+        return self.debug if self.introspection is None else self.introspection
+
+    @property
     def log_format_effective(self) -> str:
         if self.log_format is not None:
             return self.log_format
@@ -186,6 +268,7 @@ class Settings:
             currency=env.get("SHOPQL_CURRENCY", "USD").strip().upper() or "USD",
             db_pool_size=_int(env, "SHOPQL_DB_POOL_SIZE", 10, low=1, high=200),
             graphiql=None if graphiql_raw is None else _flag(env, "SHOPQL_GRAPHIQL", False),
+            graphiql_assets_dir=graphiql_assets_dir_from_env(env),
             secret_key=secret or (DEVELOPMENT_SECRET_KEY if debug else ""),
             access_token_ttl=_int(env, "SHOPQL_ACCESS_TOKEN_TTL", 900, low=30, high=86400),
             refresh_token_ttl=_int(
@@ -214,5 +297,23 @@ class Settings:
             access_log=_flag(env, "SHOPQL_ACCESS_LOG", True),
             otel_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or None,
             redis_url=env.get("REDIS_URL", "").strip() or None,
+            redis_prefix=env.get("SHOPQL_REDIS_PREFIX", "").strip() or "shopql",
             query_limits=QueryLimits.from_env(env),
+            ws_max_subscriptions=_int(env, "SHOPQL_WS_MAX_SUBSCRIPTIONS", 20, low=1, high=1000),
+            trusted_documents=env.get("SHOPQL_TRUSTED_DOCUMENTS", "").strip() or None,
+            apq_cache_size=_int(env, "SHOPQL_APQ_CACHE_SIZE", 10_000, low=1, high=1_000_000),
+            apq_ttl=_int(env, "SHOPQL_APQ_TTL", 7 * 86400, low=60, high=365 * 86400),
+            rate_limit=_int(env, "SHOPQL_RATE_LIMIT", 30_000, low=0, high=1_000_000_000),
+            rate_limit_burst=_int(
+                env, "SHOPQL_RATE_LIMIT_BURST", 10_000, low=1, high=1_000_000_000
+            ),
+            max_body_bytes=_int(
+                env, "SHOPQL_MAX_BODY_BYTES", 102_400, low=MIN_BODY_BYTES, high=MAX_BODY_BYTES
+            ),
+            request_timeout=_seconds(
+                env, "SHOPQL_REQUEST_TIMEOUT", 30.0, low=0.001, high=MAX_REQUEST_TIMEOUT
+            ),
+            introspection=None
+            if env.get("SHOPQL_INTROSPECTION") is None
+            else _flag(env, "SHOPQL_INTROSPECTION", False),
         )

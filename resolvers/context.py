@@ -29,6 +29,8 @@ class Services:
     login_throttle: Throttle
     mailer: Mailer
     gateways: Mapping[str, Gateway]
+    # redis.asyncio client when REDIS_URL is set (models/redis_backend.py), else None.
+    redis: Any = None
 
 
 @dataclass(eq=False)

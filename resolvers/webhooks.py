@@ -16,7 +16,7 @@ from models.audit.queries import record_audit
 from models.dataloader import DataLoader
 from models.errors import InvalidInput, Problem
 from models.events import WEBHOOK_DELIVERY_QUEUED, record_event
-from models.pagination import Page, PageArgs
+from models.pagination import Page, PageArgs, Window
 from models.webhooks import queries as q
 from models.webhooks.queries import AttemptRecord, DeliveryRecord, WebhookRecord
 from models.webhooks.security import UnsafeTarget, check_url
@@ -258,13 +258,53 @@ async def webhook_deliveries(
 
 
 async def deliveries_of(ctx: Context, webhook_id: int, *, args: PageArgs) -> Page[DeliveryRecord]:
-    """`Webhook.deliveries`: only reachable through MANAGE_STAFF fields, checked again."""
+    """`Webhook.deliveries`: only reachable through MANAGE_STAFF fields, checked again.
+    Every webhook's page on a list comes from one statement (and one for the counts)."""
     ctx.require_permission(PERMISSION)
-    return await q.list_deliveries(
-        ctx.db,
-        window=q.delivery_window(args),
-        delivery_filter=q.DeliveryFilter(webhook_id=webhook_id),
-    )
+    window = q.delivery_window(args)
+    windows: dict[PageArgs, Window] = ctx.cache.setdefault("webhook_delivery_windows", {})
+    windows.setdefault(args, window)
+    rows = await _deliveries_of_webhook(ctx, windows).load((args, webhook_id))
+
+    async def count() -> int:
+        return await _delivery_count_of_webhook(ctx).load(webhook_id)
+
+    return q.delivery_page(window, rows, count)
+
+
+def _deliveries_of_webhook(
+    ctx: Context, windows: dict[PageArgs, Window]
+) -> DataLoader[tuple[PageArgs, int], list[Any]]:
+    loader = ctx.cache.get("webhook_deliveries_of")
+    if loader is None:
+
+        async def batch(keys: list[tuple[PageArgs, int]]) -> list[list[Any]]:
+            groups: dict[PageArgs, list[int]] = {}
+            for args, webhook_id in keys:
+                groups.setdefault(args, []).append(webhook_id)
+            found: dict[tuple[PageArgs, int], list[Any]] = {}
+            for args, webhook_ids in groups.items():
+                rows = await q.deliveries_by_webhooks(
+                    ctx.db, webhook_ids=webhook_ids, window=windows[args]
+                )
+                for webhook_id in webhook_ids:
+                    found[(args, webhook_id)] = rows.get(webhook_id, [])
+            return [found[key] for key in keys]
+
+        loader = ctx.cache["webhook_deliveries_of"] = DataLoader(batch, max_batch_size=100)
+    return loader
+
+
+def _delivery_count_of_webhook(ctx: Context) -> DataLoader[int, int]:
+    loader = ctx.cache.get("webhook_delivery_counts")
+    if loader is None:
+
+        async def batch(keys: list[int]) -> list[int]:
+            found = await q.delivery_counts_by_webhooks(ctx.db, webhook_ids=keys)
+            return [found.get(key, 0) for key in keys]
+
+        loader = ctx.cache["webhook_delivery_counts"] = DataLoader(batch)
+    return loader
 
 
 def attempt_log(ctx: Context) -> DataLoader[int, list[AttemptRecord]]:

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
 import strawberry
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from models.settings import QueryLimits, fast_execution_enabled
 from schema.accounts import AccountMutation, AccountQuery, Address, User
 from schema.catalog import CatalogQuery, Category, Collection, Product, ProductVariant
 from schema.catalog_admin import CatalogAdminMutation
 from schema.checkout import Checkout, CheckoutMutation, CheckoutQuery, ShippingMethod
-from schema.execution import FastExecutionContext
+from schema.document_cache import DocumentCache
+from schema.execution import FastExecutionContext, RequestExecutionContext
 from schema.limits import QueryLimitsExtension
 from schema.node import NodeQuery
 from schema.orders import Fulfillment, Order, OrderQuery, Payment
 from schema.orders_admin import OrdersAdminMutation, OrdersAdminQuery, PromoCode
 from schema.scalars import DECIMAL_SCALAR
 from schema.staff import AuditEntry, StaffMutation, StaffQuery
+from schema.subscriptions import Subscription
 from schema.webhooks import Webhook, WebhookDelivery, WebhookMutation, WebhookQuery
 
 Query = merge_types(
@@ -53,6 +58,24 @@ class ShopSchema(strawberry.Schema):
     def process_errors(self, errors: Any, execution_context: Any = None) -> None:
         """Errors are logged where they are formatted (schema.http), with request IDs."""
 
+    async def execute(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        """One-shot execution (HTTP) never runs a subscription: those stream over
+        WebSocket (schema.ws), through `stream`."""
+        allowed = set(allowed_operation_types or OperationType) - {OperationType.SUBSCRIPTION}
+        return await super().execute(
+            query, variable_values, context_value, root_value, operation_name, allowed,
+            operation_extensions,
+        )  # fmt: skip
+
 
 def build_schema(
     *,
@@ -70,6 +93,7 @@ def build_schema(
     return ShopSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         types=[
             Product,
             ProductVariant,
@@ -90,8 +114,10 @@ def build_schema(
         config=StrawberryConfig(
             disable_field_suggestions=not debug, scalar_map={Decimal: DECIMAL_SCALAR}
         ),
-        execution_context_class=FastExecutionContext if fast_execution else None,
-        extensions=[QueryLimitsExtension.factory(limits)],
+        execution_context_class=(
+            FastExecutionContext if fast_execution else RequestExecutionContext
+        ),
+        extensions=[QueryLimitsExtension.factory(limits), DocumentCache.factory()],
     )
 
 

@@ -26,12 +26,16 @@ strawberry's resolver wrappers; when strawberry changes them the fields fall bac
 stock path (slower, still correct) and tests/test_execution_differential.py says so.
 `tests/test_execution_differential.py` runs a query corpus through both executors and
 requires identical results.
+
+Its base, `RequestExecutionContext` (usable alone, with the stock field machinery), answers
+only once nothing the operation started still runs: no DataLoader batch, no abandoned field,
+no connection out of the pool (tests/test_request_teardown.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-import weakref
 from collections.abc import Awaitable, Callable
 from math import isfinite
 from typing import Any
@@ -59,7 +63,9 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
 
-__all__ = ["FastExecutionContext"]
+from models.db import RequestWork, end_request_work, start_request_work
+
+__all__ = ["FastExecutionContext", "RequestExecutionContext"]
 
 _GRAPHQL_MIN_INT = -(2**31)
 _GRAPHQL_MAX_INT = 2**31 - 1
@@ -258,17 +264,19 @@ def _classify(field_def: GraphQLField) -> _Kind:
     )
 
 
-# Field classifications per schema (GraphQLField is unhashable: keyed by id, the field
-# kept alive by the entry).
-_KINDS: weakref.WeakKeyDictionary[GraphQLSchema, dict[int, tuple[GraphQLField, _Kind]]] = (
-    weakref.WeakKeyDictionary()
-)
+# Field classifications, kept on the schema they belong to (GraphQLField is unhashable:
+# keyed by id, the field kept alive by the entry). Not in a module-level WeakKeyDictionary
+# keyed by schema: each entry's field references its schema (through strawberry's resolver
+# closures), so no schema would ever be collected, and every app built would stay in
+# memory (a test suite builds hundreds).
+_KINDS_ATTR = "_shopql_field_kinds"
 
 
 def _kind_of(schema: GraphQLSchema, field_def: GraphQLField) -> _Kind:
-    kinds = _KINDS.get(schema)
+    kinds: dict[int, tuple[GraphQLField, _Kind]] | None = schema.__dict__.get(_KINDS_ATTR)
     if kinds is None:
-        kinds = _KINDS[schema] = {}
+        kinds = {}
+        setattr(schema, _KINDS_ATTR, kinds)
     entry = kinds.get(id(field_def))
     if entry is None:
         entry = kinds[id(field_def)] = (field_def, _classify(field_def))
@@ -331,8 +339,69 @@ def _has_stream(fields: FieldDetailsList) -> bool:
     )
 
 
-class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
-    """graphql-core's executor (as strawberry configures it) with trivial fields inlined."""
+class RequestExecutionContext(StrawberryGraphQLCoreExecutionContext):
+    """graphql-core's executor (as strawberry configures it) that answers only once nothing
+    the operation started still runs.
+
+    When an error reaches a non-null field, graphql-core nulls its parent at once and stops
+    waiting for the parent's other fields: they are cancelled (`gather_with_cancel`) or, for
+    an error raised synchronously, left to settle in the background. DataLoader batches run
+    as tasks of their own and are not cancelled with the fields that asked for them. Either
+    kind of leftover holds a pooled connection while it runs, and would otherwise outlive
+    the response (and the test, or the server, that disposes of the pool). Everything the
+    operation starts is tracked in a `RequestWork`; before the result is returned it gets a
+    short grace to finish, then is cancelled (the result is complete: that work is moot),
+    within a bounded time (`RequestWork.settle`). A request whose work finished with it (the
+    usual case) pays one check.
+    """
+
+    def execute_operation(self, serially: bool | None = None) -> AwaitableOrValue[Any]:
+        work, token = start_request_work()
+        try:
+            result = super().execute_operation(serially)
+        except BaseException:
+            end_request_work(token)
+            work.cancel()  # it raised (an abort): what it started is moot
+            raise
+        if self.is_awaitable(result):
+            return self._settled(result, work, token)
+        end_request_work(token)
+        self._track_background(work)
+        if not work.pending:
+            return result
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # execute_sync: nothing can be running without a loop
+            return result
+        return self._settled_value(result, work)
+
+    def _track_background(self, work: RequestWork) -> None:
+        # graphql-core (3.3+) keeps the fields it settles in the background here
+        for future in tuple(getattr(self, "background_futures", ())):
+            work.track(future)
+
+    async def _settled(self, result: Awaitable[Any], work: RequestWork, token: Any) -> Any:
+        cancelled = False
+        try:
+            return await result
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            end_request_work(token)
+            self._track_background(work)
+            # Cancelled (a deadline, a client gone): nothing waits for the work any more.
+            await work.settle(grace=0 if cancelled else None)
+
+    @staticmethod
+    async def _settled_value(result: Any, work: RequestWork) -> Any:
+        await work.settle()
+        return result
+
+
+class FastExecutionContext(RequestExecutionContext):
+    """graphql-core's executor (as strawberry configures it) with trivial fields inlined,
+    answering once nothing the operation started still runs (`RequestExecutionContext`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -14,6 +14,7 @@ from cross_web import HTTPException
 from graphql import GraphQLError, GraphQLSyntaxError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
@@ -22,10 +23,16 @@ from strawberry.types.unset import UNSET
 
 from models.db import Database, track_sql
 from models.errors import Forbidden, InvalidInput, NotAuthenticated
+from models.ratelimit import RecentRefusals, client_key, rate_limiter
 from models.settings import Settings
 from resolvers.accounts import authenticate
 from resolvers.context import Context, Services
+from schema import transport
+from schema.graphiql import assets_dir, graphiql_page
+from schema.limits import CostCharge, cost_charge
 from schema.observability import Tracing, request_id_for
+from schema.persisted import ID_FIELDS, PersistedQueryError, persisted_documents
+from schema.ws import WebSocketSupport
 
 logger = logging.getLogger("shopql.graphql")
 
@@ -96,7 +103,7 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
     return dict(formatted)
 
 
-class GraphQLApp(GraphQL[Context, None]):
+class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
     def __init__(
         self,
         schema: Any,
@@ -116,6 +123,54 @@ class GraphQLApp(GraphQL[Context, None]):
         self.settings = settings
         self.services = services
         self.tracing = tracing
+        if not settings.introspection_enabled:
+            transport.refuse_introspection(schema)
+        self.graphiql_assets = assets_dir(settings.graphiql_assets_dir)
+        # Persisted queries / trusted documents and rate limiting (README "Persisted
+        # queries"): in Redis when the app has a client, else in process memory.
+        self.persisted = persisted_documents(schema, settings, services.redis)
+        self.rate_limiter = rate_limiter(
+            per_minute=settings.rate_limit,
+            burst=settings.rate_limit_burst,
+            redis=services.redis,
+            prefix=settings.redis_prefix,
+        )
+        self.refusals = RecentRefusals()
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        """Not for a hashed GET (`?extensions=...` or a document ID), which runs."""
+        params = request.query_params
+        return super().should_render_graphql_ide(request) and not any(
+            name in params for name in ("extensions", *ID_FIELDS)
+        )
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL from this server's own assets (schema/graphiql.py), never from a CDN."""
+        return graphiql_page(request, self.graphiql_assets)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """HTTP requests pass the transport rules (schema.transport) first; every answer
+        but a result is a GraphQL error body with the request ID."""
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request_id = request_id_for(scope)
+        media_type = transport.response_media_type(Request(scope).headers.get("accept"))
+        max_body = self.settings.max_body_bytes
+        try:
+            served = transport.admit(scope, max_body_bytes=max_body)
+            request = Request(served, transport.limit_body(receive, max_body))
+            request.state.media_type = media_type
+            response = cast("Response", await self.run(request))  # HTTP: never a WebSocket
+        except HTTPException as exc:
+            error = transport.as_transport_error(exc)
+            response = transport.error_response(error, media_type=media_type, request_id=request_id)
+        except Exception:
+            logger.exception("unexpected error outside the operation (request %s)", request_id)
+            response = transport.internal_error(request_id)
+        else:
+            transport.finish(response, request.state, media_type)
+        await response(scope, receive, send)
 
     async def run(  # type: ignore[override]
         self,
@@ -140,21 +195,69 @@ class GraphQLApp(GraphQL[Context, None]):
         root_value: None,
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
+        """The operation, rate limited (schema/limits.py CostCharge): a client back before
+        its Retry-After is refused unparsed; over the limit, 429 with Retry-After."""
+        charge = self._cost_charge(context)
+        result = await charge.refuse_early() if charge is not None else None
+        if result is None:
+            result = await self._execute(
+                request, request_adapter, sub_response, context, root_value, request_data, charge
+            )
+            if charge is not None:
+                await charge.settle(result)
+        for error in result.errors or ():
+            extensions = error.extensions or {}
+            if extensions.get("code") == "RATE_LIMITED":
+                sub_response.status_code = 429
+                sub_response.headers["retry-after"] = str(extensions["retryAfter"])
+        return result
+
+    async def _execute(
+        self,
+        request: Request,
+        request_adapter: Any,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+        charge: CostCharge | None,
+    ) -> ExecutionResult:
         """Note the operation name (access log, metrics) and name the span after it."""
+        try:  # a persisted document's text (schema/persisted.py)
+            request_data = await self.persisted.resolve(request, request_data)
+        except PersistedQueryError as exc:
+            return ExecutionResult(data=None, errors=[exc.graphql_error()])
         state = request.state
         state.operation = request_data.operation_name
         if self.tracing is not None:
             span = getattr(state, "span", None)
             if span is not None:
                 self.tracing.name_operation(span, request_data.query, request_data.operation_name)
-        return await super().execute_single(
-            request=request,
-            request_adapter=request_adapter,
-            sub_response=sub_response,
-            context=context,
-            root_value=root_value,
-            request_data=request_data,
-        )
+        charged = cost_charge.set(charge)
+        try:
+            operation = super().execute_single(
+                request=request,
+                request_adapter=request_adapter,
+                sub_response=sub_response,
+                context=context,
+                root_value=root_value,
+                request_data=request_data,
+            )
+            result = await transport.within_deadline(
+                operation, seconds=self.settings.request_timeout, context=context
+            )
+        finally:
+            cost_charge.reset(charged)
+        return result
+
+    def _cost_charge(self, context: Context) -> CostCharge | None:
+        """The rate-limit bucket of this request: its user's with a valid token, else its
+        client address (X-Forwarded-For counts only from FORWARDED_ALLOW_IPS proxies)."""
+        if self.rate_limiter is None:
+            return None
+        viewer = context.viewer
+        key = client_key(user_id=viewer.id if viewer else None, client_ip=context.client_ip)
+        return CostCharge(self.rate_limiter, key, self.refusals)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         context = Context(
@@ -180,7 +283,14 @@ class GraphQLApp(GraphQL[Context, None]):
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
         request_id = getattr(request.state, "request_id", "") or request_id_of(request)
-        data: GraphQLHTTPResponse = {"data": result.data}
+        # A request error (nothing ran) has no `data` under application/graphql-response+json;
+        # application/json keeps `data: null` for older clients (schema.transport).
+        request.state.request_error = transport.is_request_error(result)
+        data: GraphQLHTTPResponse = {}
+        if not request.state.request_error or (
+            getattr(request.state, "media_type", transport.JSON) == transport.JSON
+        ):
+            data["data"] = result.data
         if result.errors:
             # A field cancelled because a sibling's error already nulled its parent is
             # an artifact of that error, not a failure of its own: leave it out.
@@ -221,4 +331,5 @@ class GraphQLApp(GraphQL[Context, None]):
             raise HTTPException(400, "Unable to parse request body as JSON") from None
         if not isinstance(decoded, dict | list):
             raise HTTPException(400, "The request body must be a JSON object")
+        transport.check_body(decoded)
         return decoded

@@ -26,7 +26,9 @@ from app import create_app
 from models.db import Database
 from models.migrate import upgrade
 from models.seed import seed_catalog
-from models.settings import Settings
+from models.settings import DEFAULT_GRAPHIQL_ASSETS_DIR, Settings
+from schema import graphiql
+from schema.graphiql import AssetsError
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 CATALOG_PRODUCTS = 150
@@ -35,6 +37,9 @@ PG_PREFIX = "shopql_t_"
 # This run's databases carry its process ID, so runs on one server do not drop each other's.
 RUN_PREFIX = f"{PG_PREFIX}{os.getpid()}_"
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @dataclass(frozen=True)
@@ -188,7 +193,14 @@ class AppClient(httpx.AsyncClient):
 
 
 def make_client(db: Database, **settings: Any) -> AppClient:
-    options: dict[str, Any] = {"database_url": db.url, "debug": True, "secret_key": TEST_SECRET}
+    # Rate limiting off unless a test asks for it (tests/test_rate_limit.py does): tests
+    # fire many expensive operations from one address.
+    options: dict[str, Any] = {
+        "database_url": db.url,
+        "debug": True,
+        "secret_key": TEST_SECRET,
+        "rate_limit": 0,
+    }
     options.update(settings)
     return AppClient(create_app(Settings(**options), db=db))
 
@@ -220,3 +232,43 @@ def graphql_caller(client: httpx.AsyncClient) -> GraphQL:
 def gql(client: httpx.AsyncClient) -> GraphQL:
     """POST a query; fails the test on any error unless called with errors=True."""
     return graphql_caller(client)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A reachable Redis (TEST_REDIS_URL, default the local one). Missing Redis skips the
+    test locally and fails it in CI, where Redis always runs."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except Exception as exc:
+        if IN_CI:
+            pytest.fail(f"Redis is required in CI ({REDIS_URL}): {exc}")
+        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A namespace of Redis keys and channels no other test (or test run) shares."""
+    return f"shopqltest-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def assets_dir() -> Path:
+    """The project's installed assets (CI's .ci/run installs them before the tests; a
+    developer's first run fetches them like `shopql graphiql-assets`)."""
+    dest = graphiql.assets_dir(
+        os.environ.get("SHOPQL_GRAPHIQL_ASSETS_DIR") or str(ROOT / DEFAULT_GRAPHIQL_ASSETS_DIR)
+    )
+    try:
+        graphiql.install(dest)
+    except AssetsError as exc:
+        if IN_CI:
+            pytest.fail(f"GraphiQL assets missing and not fetchable: {exc}")
+        pytest.skip(f"GraphiQL assets missing and not fetchable (offline?): {exc}")
+    return dest

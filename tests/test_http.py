@@ -329,7 +329,7 @@ async def test_no_extensions_without_debug(catalog_db: Database, query: str) -> 
     ],
 )
 async def test_graphiql_is_served_only_when_enabled(
-    catalog_db: Database, settings: dict[str, Any], enabled: bool
+    catalog_db: Database, settings: dict[str, Any], enabled: bool, assets_dir: Path
 ) -> None:
     async with make_client(catalog_db, **settings) as client:
         response = await client.get("/graphql", headers={"accept": "text/html"})

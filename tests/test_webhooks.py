@@ -486,6 +486,37 @@ async def test_deliveries_filter_and_webhook_connection(fresh_db: Database) -> N
         assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
 
+async def test_webhooks_with_their_deliveries_run_a_constant_number_of_statements(
+    fresh_db: Database,
+) -> None:
+    """`webhooks { deliveries(first: n) { ... attemptLog } }`: the same statement count for
+    1 webhook as for 6, for a page of 1 as for 5, and each webhook gets its own page."""
+    query = """query($n: Int) { webhooks { id deliveries(first: $n) { totalCount
+      pageInfo { hasNextPage } nodes { event webhook { id } attemptLog { statusCode } } } } }"""
+    async with make_client(fresh_db, webhook_allow_private=True) as client:
+        token = await staff_token(fresh_db)
+        counts = []
+        for hooks, first in ((1, 1), (6, 5)):
+            while (
+                len((await call(client, "{ webhooks { id } }", token=token))["data"]["webhooks"])
+                < hooks
+            ):
+                await create_webhook(client, token, "http://127.0.0.1:9/h", ["ORDER_CREATED"])
+            async with fresh_db.transaction() as conn:
+                for order_id in range(3):
+                    record_event(conn, ORDER_CREATED, {"order_id": order_id + 1})
+            body = await call(client, query, {"n": first}, token=token)
+            assert "errors" not in body, body
+            webhooks = body["data"]["webhooks"]
+            assert len(webhooks) == hooks
+            for webhook in webhooks:
+                page = webhook["deliveries"]
+                assert len(page["nodes"]) == min(first, page["totalCount"])
+                assert {n["webhook"]["id"] for n in page["nodes"]} <= {webhook["id"]}
+            counts.append(body["extensions"]["sql"]["count"])
+        assert counts[0] == counts[1], counts
+
+
 # ----------------------------------------------------------- non-blocking
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
 
 from models.db import Database, utcnow
-from models.pagination import Page, PageArgs, SortKey, Window
+from models.pagination import Page, PageArgs, SortKey, Window, group_rows, per_parent
 from models.webhooks.outbox import RETRY_WINDOW
 from models.webhooks.tables import (
     PENDING,
@@ -217,6 +217,36 @@ async def list_deliveries(
             return int(total.scalar_one())
 
     return window.page(rows, _delivery, count)
+
+
+def delivery_page(window: Window, rows: Sequence[Any], count: Any) -> Page[DeliveryRecord]:
+    return window.page(rows, _delivery, count)
+
+
+async def deliveries_by_webhooks(
+    db: Database, *, webhook_ids: Sequence[int], window: Window
+) -> dict[int, list[Any]]:
+    """One page of deliveries per webhook, for many webhooks in one statement."""
+
+    def base_for(webhook_id: int) -> sa.Select[Any]:
+        return sa.select(*_DELIVERY_COLUMNS).where(webhook_deliveries.c.webhook_id == webhook_id)
+
+    async with db.read() as conn:
+        rows = (await conn.execute(per_parent(window, webhook_ids, base_for))).all()
+    return group_rows(window, rows)
+
+
+async def delivery_counts_by_webhooks(
+    db: Database, *, webhook_ids: Sequence[int]
+) -> dict[int, int]:
+    c = webhook_deliveries.c
+    stmt = (
+        sa.select(c.webhook_id, sa.func.count())
+        .where(c.webhook_id.in_(webhook_ids))
+        .group_by(c.webhook_id)
+    )
+    async with db.read() as conn:
+        return {row[0]: row[1] for row in (await conn.execute(stmt)).all()}
 
 
 async def deliveries_by_ids(db: Database, *, ids: Sequence[int]) -> dict[int, DeliveryRecord]:
