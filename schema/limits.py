@@ -506,7 +506,21 @@ class QueryLimitsExtension(SchemaExtension):
 
     def on_parse(self) -> Iterator[None]:
         yield
-        for error in self.execution_context.pre_execution_errors or ():
+        context = self.execution_context
+        document = context.graphql_document
+        if (
+            document is not None
+            and context.pre_execution_errors is None
+            and context._provided_operation_name is None
+            and sum(isinstance(d, OperationDefinitionNode) for d in document.definitions) > 1
+        ):
+            # GraphQL over HTTP: a request error (strawberry would run the first one).
+            context.pre_execution_errors = [
+                GraphQLError(
+                    "The document has several operations: say which to run in operationName"
+                )
+            ]
+        for error in context.pre_execution_errors or ():
             if isinstance(error, GraphQLSyntaxError) and error.message.endswith(_TOKENS_ABORT):
                 error.extensions = {
                     "code": "TOO_MANY_TOKENS",

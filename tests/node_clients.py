@@ -45,8 +45,9 @@ def install_node_clients() -> Path:
             pytest.fail("node and npm are required in CI for the node client tests")
         pytest.skip("node/npm not installed: node client tests not run")
     lock = hashlib.sha256((CLIENTS / "package-lock.json").read_bytes()).hexdigest()
-    CLIENTS.joinpath("node_modules").mkdir(exist_ok=True)
-    with open(CLIENTS / "node_modules" / ".shopql-install.lock", "w") as guard:
+    # The lock lives outside node_modules: `npm ci` deletes that whole directory, and a
+    # lock file inside it would let a second run lock a fresh file and install at once.
+    with open(CLIENTS / ".shopql-install.lock", "w") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)
         if not STAMP.exists() or STAMP.read_text() != lock:
             run_node_tool([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], CLIENTS, 600)

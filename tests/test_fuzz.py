@@ -71,9 +71,9 @@ CUSTOM_SCALARS: dict[str, st.SearchStrategy[Any]] = {
 }
 
 
-def _draw(strategy: st.SearchStrategy[Any], count: int) -> list[str]:
+def draw_examples(strategy: st.SearchStrategy[Any], count: int) -> list[Any]:
     """`count` examples of `strategy`, the same ones on every run."""
-    drawn: list[str] = []
+    drawn: list[Any] = []
 
     @settings(
         max_examples=count,
@@ -84,8 +84,8 @@ def _draw(strategy: st.SearchStrategy[Any], count: int) -> list[str]:
         suppress_health_check=list(HealthCheck),
     )
     @given(strategy)
-    def collect(operation: str) -> None:
-        drawn.append(operation)
+    def collect(example: Any) -> None:
+        drawn.append(example)
 
     collect()
     return drawn
@@ -142,7 +142,7 @@ async def test_generated_queries_never_fail_internally(
     """Anonymously on the shared catalog, then as staff with every permission (the staff
     account is written, so that half runs on a private copy)."""
     schema = _schema()
-    operations = _draw(_strategy(queries, schema), QUERY_EXAMPLES)
+    operations = draw_examples(_strategy(queries, schema), QUERY_EXAMPLES)
     assert len(set(operations)) >= QUERY_EXAMPLES * 0.95
     half = len(operations) // 2
     async with make_client(catalog_db, **FUZZ_SETTINGS) as client:
@@ -158,7 +158,7 @@ async def test_generated_queries_never_fail_internally(
 async def test_generated_mutations_never_fail_internally(fresh_db: Database) -> None:
     """Half the mutations anonymously, half as staff, on one private copy of the catalog."""
     schema = _schema()
-    operations = _draw(_strategy(mutations, schema), MUTATION_EXAMPLES)
+    operations = draw_examples(_strategy(mutations, schema), MUTATION_EXAMPLES)
     assert len(set(operations)) >= MUTATION_EXAMPLES * 0.95
     half = len(operations) // 2
     staff_headers = await _staff_headers(fresh_db, schema)

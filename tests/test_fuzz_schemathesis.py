@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
 
 import httpx
 import pytest
 import schemathesis
 from conftest import make_client
-from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.generation.case import Case
-from test_fuzz import CUSTOM_SCALARS, EXPECTED_CODES, FUZZ_SETTINGS, _staff_headers
+from test_fuzz import (
+    CUSTOM_SCALARS,
+    EXPECTED_CODES,
+    FUZZ_SETTINGS,
+    _staff_headers,
+    draw_examples,
+)
 
 from models.db import Database
 from schema import build_schema
@@ -34,25 +38,6 @@ INVALID_PER_FIELD = 1 * SCALE
 EXPECTED = EXPECTED_CODES | {"GRAPHQL_VALIDATION_FAILED", "GRAPHQL_PARSE_FAILED"}
 
 
-def _cases(strategy: Any, count: int) -> list[Case]:
-    drawn: list[Case] = []
-
-    @settings(
-        max_examples=count,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        phases=(Phase.generate,),
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(strategy)
-    def collect(case: Case) -> None:
-        drawn.append(case)
-
-    collect()
-    return drawn
-
-
 def _all_cases() -> list[Case]:
     # The shop's own scalars, and IDs that mostly name seeded objects (shared with test_fuzz)
     for name in ("Decimal", "DateTime", "ID"):
@@ -61,10 +46,10 @@ def _all_cases() -> list[Case]:
     cases: list[Case] = []
     for result in api.get_all_operations():
         operation = result.ok()
-        cases += _cases(operation.as_strategy(), VALID_PER_FIELD)
+        cases += draw_examples(operation.as_strategy(), VALID_PER_FIELD)
         # invalid operations (schemathesis falls back to valid ones for a field without
         # arguments to get wrong)
-        cases += _cases(
+        cases += draw_examples(
             operation.as_strategy(generation_mode=GenerationMode.NEGATIVE), INVALID_PER_FIELD
         )
     return cases

@@ -15,12 +15,9 @@ import io
 import json
 import logging
 import os
-import signal
 import socket
-import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +25,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from conftest import TEST_SECRET, DatabaseFactory, make_client
+from conftest import DatabaseFactory, make_client
+from live_server import live_server
 
 from models.db import Database
 from schema import graphiql
@@ -325,45 +323,11 @@ def server(
 ) -> Iterator[str]:
     """`shopql serve` (a real uvicorn) in debug mode, GraphiQL on, on a copy of the catalog."""
     url = databases.copy()
-    port = _free_port()
-    log = tmp_path_factory.mktemp("graphiql") / "server.log"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SHOPQL_")},
-        "DATABASE_URL": url,
-        "SECRET_KEY": TEST_SECRET,
-        "SHOPQL_DEBUG": "1",
-        "SHOPQL_GRAPHIQL_ASSETS_DIR": str(assets_dir),
-        "SHOPQL_WEBHOOK_WORKER": "0",
-        "PYTHONUNBUFFERED": "1",
-    }
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [SHOPQL, "serve", "--no-demo", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
+    env = {"SHOPQL_GRAPHIQL_ASSETS_DIR": str(assets_dir), "SHOPQL_WEBHOOK_WORKER": "0"}
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start: " + log.read_text()
-            time.sleep(0.1)
-        yield base
+        with live_server(url, tmp_path_factory.mktemp("graphiql"), env=env) as running:
+            yield running.base_url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
         databases.drop(url)
 
 

@@ -8,10 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +19,7 @@ import httpx
 import pytest
 from accounts_factory import add_user, mint_token
 from conftest import TEST_SECRET, DatabaseFactory, make_client
+from live_server import live_server
 from node_clients import CLIENTS, install_node_clients, run_node_tool
 
 import models.catalog.loaders as catalog_loaders
@@ -46,44 +44,11 @@ def server(databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory)
     """`shopql serve` as deployed (not debug), introspection on (the audit asks for
     `__type`), on a private copy of the seeded catalog."""
     url = databases.copy()
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPQL_")}
-    env.update(
-        DATABASE_URL=url,
-        SECRET_KEY=TEST_SECRET,
-        SHOPQL_INTROSPECTION="1",
-        SHOPQL_WEBHOOK_WORKER="0",
-        PYTHONUNBUFFERED="1",
-    )
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [SHOPQL, "serve", "--no-demo", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
+    env = {"SHOPQL_DEBUG": "0", "SHOPQL_INTROSPECTION": "1", "SHOPQL_WEBHOOK_WORKER": "0"}
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start: " + log.read_text()
-            time.sleep(0.1)
-        yield base
+        with live_server(url, tmp_path_factory.mktemp("server"), env=env) as running:
+            yield running.base_url
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
         databases.drop(url)
 
 
@@ -314,6 +279,8 @@ async def test_malformed_posts_are_400_json_errors(
     ("query", "operation"),
     [
         ("query A { __typename } query B { __typename }", "C"),
+        ("query A { __typename } query B { __typename }", None),  # which one? say it
+        ("query A { __typename } mutation B { __typename }", None),
         ("query A { __typename }", "<script>alert(1)</script>" + "\u202e" * 50),
         ("subscription { __typename }", None),
     ],
@@ -333,6 +300,14 @@ async def test_operations_graphql_refuses_are_validation_errors(
     assert modern.headers["content-type"] == GR
     assert_error(modern, 400, "GRAPHQL_VALIDATION_FAILED")
     assert "<script>" not in legacy.text + modern.text
+
+
+async def test_operation_name_picks_one_of_several_operations(client: httpx.AsyncClient) -> None:
+    query = "query A { products(first: 1) { nodes { name } } } query B { __typename }"
+    body = (await client.post("/graphql", json={"query": query, "operationName": "B"})).json()
+    assert body["data"] == {"__typename": "Query"}
+    body = (await client.post("/graphql", json={"query": query, "operationName": "A"})).json()
+    assert len(body["data"]["products"]["nodes"]) == 1
 
 
 # --------------------------------------------------------------------------- sizes
