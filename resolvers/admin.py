@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
+from models.audit.queries import record_audit
 from models.errors import InvalidInput, Problem
 from models.money import MAX_MINOR_UNITS, exponent
 from resolvers import ids
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from resolvers.context import Context
 
 T = TypeVar("T")
 
@@ -47,6 +54,30 @@ def decode_id(gid: str, type_name: str, path: str, problems: list[Problem]) -> i
     except InvalidInput as exc:
         problems.append(Problem("INVALID", exc.message, path))
         return None
+
+
+async def delete_audited(
+    ctx: Context,
+    gid: str,
+    *,
+    permission: str,
+    type_name: str,
+    noun: str,
+    action: str,
+    delete: Callable[[AsyncConnection, int], Awaitable[bool]],
+) -> Result[str]:
+    """The staff delete mutations: permission, the ID, `delete(conn, key)` (False: there
+    is no such object) and the audit entry in one transaction; the deleted ID back."""
+    viewer = ctx.require_permission(permission)
+    problems: list[Problem] = []
+    key = decode_id(gid, type_name, "id", problems)
+    if key is None:
+        return Result(None, problems)
+    async with ctx.db.transaction() as conn:
+        if not await delete(conn, key):
+            return fail("NOT_FOUND", f"no {noun} has this ID", "id")
+        await record_audit(conn, actor=viewer, action=action, object_type=type_name, object_key=key)
+    return Result(gid)
 
 
 def clean_text(

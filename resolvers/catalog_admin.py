@@ -39,6 +39,7 @@ from resolvers.admin import (
     clean_text,
     clean_url,
     decode_id,
+    delete_audited,
     fail,
     slugify,
     to_minor_units,
@@ -425,21 +426,18 @@ async def product_update(ctx: Context, gid: str, data: ProductInput) -> Result[P
 
 async def product_delete(ctx: Context, gid: str) -> Result[str]:
     """Delete a product, its variants and images. Orders keep their line snapshots."""
-    viewer = ctx.require_permission(PERMISSION)
-    problems: list[Problem] = []
-    product_id = decode_id(gid, "Product", "id", problems)
-    if problems:
-        return Result(None, problems)
-    assert product_id is not None
-    async with ctx.db.transaction() as conn:
-        if not await w.delete_product(conn, product_id=product_id):
-            return fail("NOT_FOUND", "no product has this ID", "id")
-        await record_audit(
-            conn, actor=viewer, action="productDelete", object_type="Product", object_key=product_id
-        )
-    _fresh(ctx)
-    logger.info("product deleted: product_id=%s by user_id=%s", product_id, viewer.id)
-    return Result(gid)
+
+    async def delete(conn: AsyncConnection, product_id: int) -> bool:
+        return await w.delete_product(conn, product_id=product_id)
+
+    result = await delete_audited(
+        ctx, gid, permission=PERMISSION, type_name="Product", noun="product",
+        action="productDelete", delete=delete,
+    )  # fmt: skip
+    if result.value is not None:
+        _fresh(ctx)
+        logger.info("product deleted: %s by user_id=%s", gid, getattr(ctx.viewer, "id", None))
+    return result
 
 
 @dataclass
@@ -603,26 +601,21 @@ async def variant_update(ctx: Context, gid: str, data: VariantUpdateInput) -> Re
 
 async def variant_delete(ctx: Context, gid: str) -> Result[str]:
     """Delete a variant. Order lines keep their snapshots; their `variant` becomes null."""
-    viewer = ctx.require_permission(PERMISSION)
-    problems: list[Problem] = []
-    variant_id = decode_id(gid, "ProductVariant", "id", problems)
-    if problems:
-        return Result(None, problems)
-    assert variant_id is not None
-    async with ctx.db.transaction() as conn:
+
+    async def delete(conn: AsyncConnection, variant_id: int) -> bool:
         product_id = await w.delete_variant(conn, variant_id=variant_id)
         if product_id is None:
-            return fail("NOT_FOUND", "no variant has this ID", "id")
+            return False
         await refresh_product_prices(conn, product_ids=[product_id])
-        await record_audit(
-            conn,
-            actor=viewer,
-            action="productVariantDelete",
-            object_type="ProductVariant",
-            object_key=variant_id,
-        )
-    _fresh(ctx)
-    return Result(gid)
+        return True
+
+    result = await delete_audited(
+        ctx, gid, permission=PERMISSION, type_name="ProductVariant", noun="variant",
+        action="productVariantDelete", delete=delete,
+    )  # fmt: skip
+    if result.value is not None:
+        _fresh(ctx)
+    return result
 
 
 # --------------------------------------------------------------------------- stock
@@ -883,24 +876,17 @@ async def category_update(ctx: Context, gid: str, data: CategoryInput) -> Result
 
 async def category_delete(ctx: Context, gid: str) -> Result[str]:
     """Delete a category and its subcategories; their products become uncategorised."""
-    viewer = ctx.require_permission(PERMISSION)
-    problems: list[Problem] = []
-    category_id = decode_id(gid, "Category", "id", problems)
-    if problems:
-        return Result(None, problems)
-    assert category_id is not None
-    async with ctx.db.transaction() as conn:
-        if not await w.delete_category(conn, category_id=category_id):
-            return fail("NOT_FOUND", "no category has this ID", "id")
-        await record_audit(
-            conn,
-            actor=viewer,
-            action="categoryDelete",
-            object_type="Category",
-            object_key=category_id,
-        )
-    _fresh(ctx)
-    return Result(gid)
+
+    async def delete(conn: AsyncConnection, category_id: int) -> bool:
+        return await w.delete_category(conn, category_id=category_id)
+
+    result = await delete_audited(
+        ctx, gid, permission=PERMISSION, type_name="Category", noun="category",
+        action="categoryDelete", delete=delete,
+    )  # fmt: skip
+    if result.value is not None:
+        _fresh(ctx)
+    return result
 
 
 # --------------------------------------------------------------------------- collections
@@ -976,24 +962,17 @@ async def collection_update(
 
 async def collection_delete(ctx: Context, gid: str) -> Result[str]:
     """Delete a collection (its products stay)."""
-    viewer = ctx.require_permission(PERMISSION)
-    problems: list[Problem] = []
-    collection_id = decode_id(gid, "Collection", "id", problems)
-    if problems:
-        return Result(None, problems)
-    assert collection_id is not None
-    async with ctx.db.transaction() as conn:
-        if not await w.delete_collection(conn, collection_id=collection_id):
-            return fail("NOT_FOUND", "no collection has this ID", "id")
-        await record_audit(
-            conn,
-            actor=viewer,
-            action="collectionDelete",
-            object_type="Collection",
-            object_key=collection_id,
-        )
-    _fresh(ctx)
-    return Result(gid)
+
+    async def delete(conn: AsyncConnection, collection_id: int) -> bool:
+        return await w.delete_collection(conn, collection_id=collection_id)
+
+    result = await delete_audited(
+        ctx, gid, permission=PERMISSION, type_name="Collection", noun="collection",
+        action="collectionDelete", delete=delete,
+    )  # fmt: skip
+    if result.value is not None:
+        _fresh(ctx)
+    return result
 
 
 async def collection_products_change(

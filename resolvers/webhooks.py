@@ -12,6 +12,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from models.audit.queries import record_audit
 from models.dataloader import DataLoader
 from models.errors import InvalidInput, Problem
@@ -22,7 +24,7 @@ from models.webhooks.queries import AttemptRecord, DeliveryRecord, WebhookRecord
 from models.webhooks.security import UnsafeTarget, check_url
 from models.webhooks.tables import DELIVERY_STATUSES, WEBHOOK_EVENTS
 from resolvers import ids
-from resolvers.admin import Result, decode_id, fail
+from resolvers.admin import Result, decode_id, delete_audited, fail
 from resolvers.context import Context
 
 logger = logging.getLogger("shopql.webhooks")
@@ -166,24 +168,17 @@ async def webhook_update(ctx: Context, gid: str, data: WebhookUpdateInput) -> Re
 
 async def webhook_delete(ctx: Context, gid: str) -> Result[str]:
     """Delete an endpoint with its pending deliveries and delivery log."""
-    viewer = ctx.require_permission(PERMISSION)
-    problems: list[Problem] = []
-    webhook_id = decode_id(gid, "Webhook", "id", problems)
-    if problems:
-        return Result(None, problems)
-    assert webhook_id is not None
-    async with ctx.db.transaction() as conn:
-        if not await q.delete_webhook(conn, webhook_id=webhook_id):
-            return fail("NOT_FOUND", "no webhook has this ID", "id")
-        await record_audit(
-            conn,
-            actor=viewer,
-            action="webhookDelete",
-            object_type="Webhook",
-            object_key=webhook_id,
-        )
-    logger.info("webhook deleted: webhook_id=%s by user_id=%s", webhook_id, viewer.id)
-    return Result(gid)
+
+    async def delete(conn: AsyncConnection, webhook_id: int) -> bool:
+        return await q.delete_webhook(conn, webhook_id=webhook_id)
+
+    result = await delete_audited(
+        ctx, gid, permission=PERMISSION, type_name="Webhook", noun="webhook",
+        action="webhookDelete", delete=delete,
+    )  # fmt: skip
+    if result.value is not None:
+        logger.info("webhook deleted: %s by user_id=%s", gid, getattr(ctx.viewer, "id", None))
+    return result
 
 
 async def webhook_delivery_retry(ctx: Context, gid: str) -> Result[DeliveryRecord]:
