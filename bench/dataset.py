@@ -324,7 +324,7 @@ async def prepare(url: str, *, products: int, rebuild: bool = False) -> Dataset:
                 for statement in POSTGRAPHILE_FUNCTIONS:
                     await conn.exec_driver_sql(statement)
         elif fresh:
-            async with db.read() as conn:
+            async with db.transaction() as conn:  # reads are query_only on SQLite
                 await conn.exec_driver_sql("ANALYZE")
         backend = await _backend(db)
         slug = await _first_product_slug(db)

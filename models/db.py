@@ -246,6 +246,15 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_reader_on_connect(dbapi_connection: Any, record: Any) -> None:
+    _sqlite_on_connect(dbapi_connection, record)
+    # A read connection never writes: it runs without a transaction and is not rolled
+    # back on return, so a write slipping onto it must fail rather than autocommit.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
 async def _finish(future: asyncio.Future[Any]) -> asyncio.CancelledError | None:
     """Wait until `future` is done even when the caller is cancelled meanwhile; return that
     cancellation (for the caller to re-raise once it has cleaned up), if there was one."""
@@ -309,7 +318,29 @@ class Database:
         event.listen(sync_engine, "before_cursor_execute", _before_execute)
         event.listen(sync_engine, "after_cursor_execute", _after_execute)
         event.listen(sync_engine, "handle_error", _execute_failed)
-        self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Reads. PostgreSQL: the same pool, switched to autocommit per checkout (asyncpg
+        # applies that without a round trip). SQLite: a pool of its own, autocommit from
+        # the connect on, `query_only`, and no rollback on return: switching the isolation
+        # level per checkout (and resetting it, and rolling back on return) cost aiosqlite
+        # ~6 thread round trips per read, more than the read itself.
+        self._reader_engine: AsyncEngine | None = None
+        if self.is_sqlite:
+            self._reader_engine = create_async_engine(
+                url,
+                echo=echo,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                isolation_level="AUTOCOMMIT",
+                skip_autocommit_rollback=True,
+            )
+            reader_sync = self._reader_engine.sync_engine
+            event.listen(reader_sync, "connect", _sqlite_reader_on_connect)
+            event.listen(reader_sync, "before_cursor_execute", _before_execute)
+            event.listen(reader_sync, "after_cursor_execute", _after_execute)
+            event.listen(reader_sync, "handle_error", _execute_failed)
+            self._reader: AsyncEngine = self._reader_engine
+        else:
+            self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.events = EventBus()
 
     @property
@@ -352,5 +383,14 @@ class Database:
         async with self.read() as conn:
             await conn.exec_driver_sql("SELECT 1")
 
+    def checked_out(self) -> int:
+        """Connections currently out of the pools (reads and writes)."""
+        pools = [self.engine.pool]
+        if self._reader_engine is not None:
+            pools.append(self._reader_engine.pool)
+        return sum(pool.checkedout() for pool in pools)  # type: ignore[attr-defined]
+
     async def dispose(self) -> None:
+        if self._reader_engine is not None:
+            await self._reader_engine.dispose()
         await self.engine.dispose()

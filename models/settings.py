@@ -132,6 +132,11 @@ class Settings:
     webhook_allow_private: bool = False
     webhook_worker: bool = True
     fast_execution: bool = True  # schema.execution: trivial fields completed inline
+    # Move everything alive once the app has started (schema, modules, pools) out of the
+    # garbage collector's sight (gc.freeze): full collections then scan only what requests
+    # create. SHOPQL_GC_FREEZE, on for a server started from the environment (`shopql
+    # serve`); off for apps built in-process (a test suite builds hundreds).
+    gc_freeze: bool = False
     # Operations (README "Operations"): metrics, logs, tracing, readiness.
     metrics: bool = False
     metrics_token: str | None = field(default=None, repr=False)
@@ -290,6 +295,7 @@ class Settings:
             webhook_allow_private=_flag(env, "SHOPQL_WEBHOOK_ALLOW_PRIVATE", False),
             webhook_worker=_flag(env, "SHOPQL_WEBHOOK_WORKER", True),
             fast_execution=fast_execution_enabled(env),
+            gc_freeze=_flag(env, "SHOPQL_GC_FREEZE", True),
             metrics=_flag(env, "SHOPQL_METRICS", False),
             metrics_token=env.get("SHOPQL_METRICS_TOKEN", "").strip() or None,
             log_format=env.get("SHOPQL_LOG_FORMAT", "").strip().lower() or None,

@@ -65,7 +65,7 @@ from strawberry.types.fields.resolver import StrawberryResolver
 
 from models.db import RequestWork, end_request_work, start_request_work
 
-__all__ = ["FastExecutionContext", "RequestExecutionContext"]
+__all__ = ["FastExecutionContext", "RequestExecutionContext", "mark_loaded"]
 
 _GRAPHQL_MIN_INT = -(2**31)
 _GRAPHQL_MAX_INT = 2**31 - 1
@@ -78,6 +78,21 @@ _DEFAULT_RESOLVER = 3  # field.default_resolver(source, python_name), a custom o
 _CALL = 4  # resolver(source, **{parent: source}) / resolver(**{parent: source}): sync,
 # no GraphQL arguments, no info
 _CALL1 = 5  # the same, for a resolver whose one parameter takes the source positionally
+_LOADER = 6  # loader(context).load(getattr(source, key)): a `loaded` field (schema.fields)
+
+# `mark_loaded` puts (loader, key) on a resolver under this name: the resolver is exactly
+# `None if (value := getattr(root, key)) is None else loader(info.context).load(value)`.
+_LOADED_ATTR = "_shopql_loaded"
+
+
+def mark_loaded(resolver: Any, loader: Callable[[Any], Any], key: str) -> None:
+    """Declare that `resolver(root, info)` is `loader(info.context).load(root.<key>)` (null
+    for a null key), so the executor may call the loader without strawberry's wrapper and
+    wait for the DataLoader futures of one object together (no task per field)."""
+    setattr(resolver, _LOADED_ATTR, (loader, key))
+
+
+_FUTURE = asyncio.Future  # what DataLoader.load returns (the C implementation)
 
 
 class _NoType:
@@ -230,9 +245,13 @@ def _classify(field_def: GraphQLField) -> _Kind:
         or type(base).__call__ is not StrawberryResolver.__call__
         or field.is_async
         or field.arguments
-        or base.info_parameter is not None
         or not callable(base.wrapped_func)
     ):
+        return _SLOW_KIND
+    loaded = getattr(base.wrapped_func, _LOADED_ATTR, None)
+    if loaded is not None:
+        return _Kind(_LOADER, attr=loaded[1], func=loaded[0], leaf=leaf)
+    if base.info_parameter is not None:
         return _SLOW_KIND
     names: dict[str, None] = {}
     if base.parent_parameter is not None:
@@ -407,6 +426,9 @@ class FastExecutionContext(RequestExecutionContext):
         super().__init__(*args, **kwargs)
         manager = self.middleware_manager
         self._fast = manager is None or not manager.middlewares
+        # An abort signal must interrupt every awaited value (graphql-core's
+        # with_abort_signal): loader futures then take graphql-core's path one by one.
+        self._wait_loaders = getattr(self, "abort_signal", None) is None
         # (parent type, id of the grouped field set) -> (the set, kept alive; its plan)
         self._plans: dict[tuple[GraphQLObjectType, int], tuple[GroupedFieldSet, list[_Step]]] = {}
 
@@ -454,6 +476,9 @@ class FastExecutionContext(RequestExecutionContext):
         is_awaitable = self.is_awaitable
         awaitable_fields: list[str] = []
         append_awaitable = awaitable_fields.append
+        # Loaded fields whose DataLoader future is pending: completed together once all
+        # are done, without a coroutine and a task per field
+        waiting: list[_Step] = []
         try:
             for step in steps:
                 response_name, fetch, attr, func, exact_type, check = step.hot
@@ -471,6 +496,21 @@ class FastExecutionContext(RequestExecutionContext):
                         self._fetch_failed(raw_error, step, path, parent_type)
                         results[response_name] = None
                         continue
+                elif fetch == _LOADER:
+                    try:
+                        key = getattr(source_value, attr)
+                        value = None if key is None else func(self.context_value).load(key)
+                    except Exception as raw_error:
+                        self._fetch_failed(raw_error, step, path, parent_type)
+                        results[response_name] = None
+                        continue
+                    if type(value) is _FUTURE and self._wait_loaders:
+                        if not value.done():
+                            results[response_name] = value
+                            waiting.append(step)
+                            continue
+                        if not value.cancelled() and value.exception() is None:
+                            value = value.result()  # loaded earlier in this request
                 elif fetch == _SLOW:
                     result = self.execute_field(
                         parent_type,
@@ -499,33 +539,7 @@ class FastExecutionContext(RequestExecutionContext):
                 if type(value) is exact_type and (check is None or check(value)):
                     results[response_name] = value
                     continue
-                leaf = step.kind.leaf
-                if leaf is not None:
-                    done, completed = self._complete_leaf_inline(leaf, value)
-                    if done:
-                        results[response_name] = completed
-                        continue
-                elif (
-                    step.object_type is not None
-                    and value is not None
-                    and value is not Undefined
-                    and not is_awaitable(value)
-                    and not isinstance(value, Exception)
-                ):
-                    result = self._complete_object(
-                        step, Path(path, response_name, parent_type.name), value, position_context
-                    )
-                    results[response_name] = result
-                    if is_awaitable(result):
-                        append_awaitable(response_name)
-                    continue
-                result = self._complete_resolved(
-                    step,
-                    parent_type,
-                    Path(path, response_name, parent_type.name),
-                    value,
-                    position_context,
-                )
+                result = self._complete_fetched(step, parent_type, path, value, position_context)
                 results[response_name] = result
                 if is_awaitable(result):
                     append_awaitable(response_name)
@@ -534,6 +548,10 @@ class FastExecutionContext(RequestExecutionContext):
                 self.settle_in_background([results[field] for field in awaitable_fields])
             raise
 
+        if waiting:
+            return self._await_loaded(
+                parent_type, path, results, awaitable_fields, waiting, position_context
+            )
         if not awaitable_fields:
             return results
 
@@ -549,6 +567,146 @@ class FastExecutionContext(RequestExecutionContext):
             return results
 
         return get_results()
+
+    def _complete_fetched(
+        self,
+        step: _Step,
+        parent_type: GraphQLObjectType,
+        path: Path | None,
+        value: Any,
+        position_context: Any,
+    ) -> AwaitableOrValue[Any]:
+        """Complete a fetched value that is not an exact leaf value: a leaf inline when
+        that cannot fail, a present object straight to its subfields, else graphql-core."""
+        leaf = step.kind.leaf
+        if leaf is not None:
+            done, completed = self._complete_leaf_inline(leaf, value)
+            if done:
+                return completed
+        elif (
+            step.object_type is not None
+            and value is not None
+            and value is not Undefined
+            and not self.is_awaitable(value)
+            and not isinstance(value, Exception)
+        ):
+            return self._complete_object(
+                step, Path(path, step.name, parent_type.name), value, position_context
+            )
+        return self._complete_resolved(
+            step, parent_type, Path(path, step.name, parent_type.name), value, position_context
+        )
+
+    async def _await_loaded(
+        self,
+        parent_type: GraphQLObjectType,
+        path: Path | None,
+        results: dict[str, Any],
+        awaitable_fields: list[str],
+        waiting: list[_Step],
+        position_context: Any,
+    ) -> dict[str, Any]:
+        """The rest of execute_fields when loaded fields wait for DataLoader futures.
+
+        graphql-core would await each future in a task of its own and complete the value
+        when that task wakes. Here one wait covers them all: each future's completion
+        queues its fields (in the order the futures finish, as the tasks would wake), and
+        this coroutine completes whatever has finished each time it wakes. A non-null
+        field's error stops the wait (graphql-core cancels the other tasks), after the
+        fields that had finished with it are completed (their tasks would have run
+        first). Cancelled, it leaves the futures alone: other fields may share them.
+        Other awaitable fields are started first and run meanwhile.
+        """
+        running = None
+        if awaitable_fields:  # started now, as graphql-core would (they may load too)
+            running = asyncio.ensure_future(
+                gather_with_cancel(*(results[field] for field in awaitable_fields))
+            )
+        loop = asyncio.get_running_loop()
+        by_future: dict[asyncio.Future[Any], list[_Step]] = {}
+        for step in waiting:
+            by_future.setdefault(results[step.name], []).append(step)
+        finished: list[_Step] = []
+        wake: list[asyncio.Future[None]] = [loop.create_future()]
+
+        def on_done(future: asyncio.Future[Any]) -> None:
+            finished.extend(by_future[future])
+            if not wake[0].done():
+                wake[0].set_result(None)
+
+        for future in by_future:
+            future.add_done_callback(on_done)
+        left = len(waiting)
+        completing: list[str] = []
+        failure: BaseException | None = None
+        grace = 0
+        try:
+            while left:
+                if failure is None:
+                    await wake[0]
+                    wake[0] = loop.create_future()
+                elif grace:
+                    # graphql-core's tasks that wake before its gather has seen the error
+                    # (two loop iterations later) still complete their fields
+                    await asyncio.sleep(0)
+                    grace -= 1
+                else:
+                    break
+                ready = finished[:]
+                finished.clear()
+                left -= len(ready)
+                for step in ready:
+                    try:
+                        result = self._complete_loaded(step, parent_type, path, results)
+                    except BaseException as error:  # a non-null field's error, or cancelled
+                        if failure is None:
+                            failure, grace = error, 2
+                        continue
+                    results[step.name] = result
+                    if self.is_awaitable(result):
+                        completing.append(step.name)
+            if failure is not None:
+                raise failure
+        except BaseException:
+            for future in by_future:
+                future.remove_done_callback(on_done)
+            if running is not None:
+                running.cancel()
+                self.settle_in_background([running])
+            if completing:
+                self.settle_in_background([results[name] for name in completing])
+            raise
+        if completing:
+            if len(completing) == 1 and running is None:
+                name = completing[0]
+                results[name] = await results[name]
+            else:
+                done = asyncio.ensure_future(
+                    gather_with_cancel(*(results[name] for name in completing))
+                )
+                if running is None:
+                    results.update(zip(completing, await done, strict=True))
+                else:
+                    await gather_with_cancel(running, done)
+                    results.update(zip(completing, done.result(), strict=True))
+        if running is not None:
+            results.update(zip(awaitable_fields, await running, strict=True))
+        return results
+
+    def _complete_loaded(
+        self,
+        step: _Step,
+        parent_type: GraphQLObjectType,
+        path: Path | None,
+        results: dict[str, Any],
+    ) -> AwaitableOrValue[Any]:
+        """complete_awaitable_value for a finished DataLoader future (raises what it would)."""
+        try:
+            value = results[step.name].result()  # a cancellation propagates, as awaited
+        except Exception as raw_error:
+            self._fetch_failed(raw_error, step, path, parent_type)
+            return None
+        return self._complete_fetched(step, parent_type, path, value, None)
 
     @staticmethod
     def _fetch(kind: _Kind, source: Any) -> Any:

@@ -10,6 +10,7 @@ import strawberry
 
 from models.money import Money, money
 from resolvers import ids
+from schema.execution import mark_loaded
 
 
 def computed(resolver: Any, graphql_type: Any, **kw: Any) -> Any:
@@ -43,4 +44,5 @@ def loaded(loader: Callable[[Any], Any], key: str, graphql_type: Any, **kw: Any)
         value = getattr(root, key)
         return None if value is None else loader(info.context).load(value)
 
+    mark_loaded(resolve, loader, key)  # the executor may call the loader directly
     return computed(resolve, graphql_type, **kw)

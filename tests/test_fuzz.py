@@ -128,7 +128,7 @@ async def _send_all(
         # Nothing the request started outlives its answer (RequestExecutionContext).
         left = [t for t in asyncio.all_tasks() - before if not t.done()]
         assert not left, f"tasks still running after the response: {left}{context}"
-        assert db.engine.pool.checkedout() == 0, f"a connection is still checked out{context}"
+        assert db.checked_out() == 0, f"a connection is still checked out{context}"
         for code in codes:
             seen[code] = seen.get(code, 0) + 1
         if body.get("data") is not None:

@@ -72,7 +72,7 @@ async def _send(
     assert codes <= EXPECTED, context
     left = [t for t in asyncio.all_tasks() - before if not t.done()]
     assert not left, f"tasks still running after the response: {left}{context}"
-    assert db.engine.pool.checkedout() == 0, f"a connection is still checked out{context}"
+    assert db.checked_out() == 0, f"a connection is still checked out{context}"
     return codes, body.get("data") is not None
 
 

@@ -82,7 +82,7 @@ async def test_failing_root_field_leaves_no_batch_or_connection_behind(slow_db: 
     assert body["data"] is None
     assert _codes(body) == ["BAD_USER_INPUT"]
     assert left == set(), f"the request left tasks running: {left}"
-    assert slow_db.engine.pool.checkedout() == 0
+    assert slow_db.checked_out() == 0
     assert slow_db.reads_started >= 1, "the sibling's batch never read: not the leaking shape"
     assert slow_db.reads_finished == slow_db.reads_started
 
@@ -103,7 +103,7 @@ async def test_failing_root_field_with_many_slow_siblings(slow_db: SlowReads) ->
     assert body["data"] is None
     assert _codes(body) == ["BAD_USER_INPUT"]
     assert left == set(), f"the request left tasks running: {left}"
-    assert slow_db.engine.pool.checkedout() == 0
+    assert slow_db.checked_out() == 0
     assert slow_db.reads_finished == slow_db.reads_started
 
 
@@ -118,7 +118,7 @@ async def test_the_wait_for_leftover_work_is_bounded(catalog_url: str) -> None:
         assert _codes(body) == ["BAD_USER_INPUT"]
         assert elapsed < RequestWork.GRACE + 5, elapsed
         assert left == set()
-        assert db.engine.pool.checkedout() == 0
+        assert db.checked_out() == 0
     finally:
         await db.dispose()
 
@@ -130,7 +130,7 @@ async def test_successful_requests_do_not_wait(catalog_db: Database) -> None:
     assert "errors" not in body
     assert len(body["data"]["products"]["nodes"]) == 5
     assert left == set()
-    assert catalog_db.engine.pool.checkedout() == 0
+    assert catalog_db.checked_out() == 0
 
 
 async def test_settle_gives_up_on_work_that_ignores_cancellation() -> None:
@@ -179,6 +179,6 @@ async def test_a_read_cancelled_at_any_point_returns_its_connection(catalog_url:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            assert db.engine.pool.checkedout() == 0, f"attempt {attempt}"
+            assert db.checked_out() == 0, f"attempt {attempt}"
     finally:
         await db.dispose()
