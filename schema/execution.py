@@ -429,6 +429,9 @@ class FastExecutionContext(RequestExecutionContext):
         # An abort signal must interrupt every awaited value (graphql-core's
         # with_abort_signal): loader futures then take graphql-core's path one by one.
         self._wait_loaders = getattr(self, "abort_signal", None) is None
+        # @stream can only apply to a list when the schema has the directive (a document
+        # using it otherwise fails validation)
+        self._may_stream = self.schema.get_directive("stream") is not None
         # (parent type, id of the grouped field set) -> (the set, kept alive; its plan)
         self._plans: dict[tuple[GraphQLObjectType, int], tuple[GroupedFieldSet, list[_Step]]] = {}
 
@@ -807,9 +810,112 @@ class FastExecutionContext(RequestExecutionContext):
                 return self.complete_object_value(
                     object_type, field_details_list, info, path, result, position_context
                 )
+            if type(object_type) is GraphQLList and type(result) is list:
+                item_type = object_type.of_type
+                inner = item_type.of_type if type(item_type) is GraphQLNonNull else item_type
+                if type(inner) is GraphQLObjectType and (
+                    not self._may_stream or self.get_stream_usage(field_details_list, path) is None
+                ):
+                    return self._complete_object_list(
+                        item_type, inner, field_details_list, info, path, result, position_context
+                    )
         return super().complete_value(
             return_type, field_details_list, info, path, result, position_context
         )
+
+    def _complete_object_list(
+        self,
+        item_type: GraphQLOutputType,
+        object_type: GraphQLObjectType,
+        field_details_list: FieldDetailsList,
+        info: GraphQLResolveInfo,
+        path: Path,
+        items: list[Any],
+        position_context: Any,
+    ) -> AwaitableOrValue[list[Any]]:
+        """graphql-core's complete_iterable_value for a list of objects, with each present
+        item completed straight through is_type_of and its subfields (what
+        complete_list_item_value -> complete_value -> complete_object_value do for it);
+        other items (null, awaitable, exception values, a non-boolean is_type_of) take
+        graphql-core's own per-item path."""
+        is_awaitable = self.is_awaitable
+        is_type_of = object_type.is_type_of
+        completed_results: list[Any] = []
+        append = completed_results.append
+        awaitable_indices: list[int] = []
+        index = 0
+        try:
+            for item in items:
+                item_path = path.add_key(index, None)
+                if (
+                    item is None
+                    or is_awaitable(item)
+                    or isinstance(item, Exception)
+                    or (is_type_of is not None and is_type_of(item, info) is not True)
+                ):
+                    if is_awaitable(item):
+                        append(
+                            self.complete_awaitable_list_item_value(
+                                item,
+                                item_type,
+                                field_details_list,
+                                info,
+                                item_path,
+                                position_context,
+                            )
+                        )
+                        awaitable_indices.append(index)
+                    elif self.complete_list_item_value(
+                        item,
+                        completed_results,
+                        item_type,
+                        field_details_list,
+                        info,
+                        item_path,
+                        position_context,
+                    ):
+                        awaitable_indices.append(index)
+                    index += 1
+                    continue
+                try:
+                    completed = self.collect_and_execute_subfields(
+                        object_type, field_details_list, item_path, item, position_context
+                    )
+                    if is_awaitable(completed):
+                        append(
+                            self._await_completed(
+                                completed, item_type, field_details_list, item_path
+                            )
+                        )
+                        awaitable_indices.append(index)
+                    else:
+                        append(completed)
+                except Exception as raw_error:
+                    self.handle_field_error(raw_error, item_type, field_details_list, item_path)
+                    append(None)
+                index += 1
+        except Exception:
+            pending = [completed_results[i] for i in awaitable_indices]
+            if pending:
+                self.settle_in_background(pending)
+            raise
+
+        if not awaitable_indices:
+            return completed_results
+
+        async def get_completed_results() -> list[Any]:
+            if len(awaitable_indices) == 1:
+                at = awaitable_indices[0]
+                completed_results[at] = await completed_results[at]
+            else:
+                awaited = await gather_with_cancel(
+                    *(completed_results[at] for at in awaitable_indices)
+                )
+                for at, value in zip(awaitable_indices, awaited, strict=True):
+                    completed_results[at] = value
+            return completed_results
+
+        return get_completed_results()
 
     def _complete_resolved(
         self,

@@ -675,6 +675,14 @@ class EdgeQuery:
         return [ROWS["fine"], None, ROWS["null_in_non_null"]]  # type: ignore[list-item]
 
     @strawberry.field
+    def wrong_gadgets(self) -> list[Gadget | None]:
+        return [ROWS["fine"], "not a gadget", ROWS["bad_part"], None]  # type: ignore[list-item]
+
+    @strawberry.field
+    def wrong_required_gadgets(self) -> list[Gadget] | None:
+        return [ROWS["fine"], "not a gadget"]  # type: ignore[list-item]
+
+    @strawberry.field
     def thing(self) -> Thing | None:
         return ROWS["fine"]  # type: ignore[return-value]
 
@@ -727,6 +735,8 @@ def _edge_documents() -> Iterator[str]:
         yield f'{{ gadget(key: "{key}") {{ loadedRequired {{ count }} x: loadedRequired {{ name }} }} }}'
     yield f"{{ gadgets {{ name {loaded_fields} }} maybeGadgets {{ loadedPart {{ name }} }} }}"
     yield "{ gadgets { loadedFailingRequired { name } } }"
+    yield "{ wrongGadgets { name loadedRequired { name } } wrongRequiredGadgets { name } }"
+    yield "{ wrongRequiredGadgets { name } gadgets { name } }"
     yield "{ gadgets { asyncName loadedBox { loadedRequired { name } } } }"
 
 
