@@ -843,9 +843,8 @@ class FastExecutionContext(RequestExecutionContext):
         completed_results: list[Any] = []
         append = completed_results.append
         awaitable_indices: list[int] = []
-        index = 0
         try:
-            for item in items:
+            for index, item in enumerate(items):
                 item_path = path.add_key(index, None)
                 if (
                     item is None
@@ -875,7 +874,6 @@ class FastExecutionContext(RequestExecutionContext):
                         position_context,
                     ):
                         awaitable_indices.append(index)
-                    index += 1
                     continue
                 try:
                     completed = self.collect_and_execute_subfields(
@@ -893,7 +891,6 @@ class FastExecutionContext(RequestExecutionContext):
                 except Exception as raw_error:
                     self.handle_field_error(raw_error, item_type, field_details_list, item_path)
                     append(None)
-                index += 1
         except Exception:
             pending = [completed_results[i] for i in awaitable_indices]
             if pending:
