@@ -17,11 +17,12 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator
+import types
+from collections.abc import AsyncIterator, Coroutine, Generator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import DateTime, event
@@ -31,6 +32,8 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 
 from models.events import EventBus, flush_pending, take_pending
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from models.telemetry import SqlTracer
@@ -267,6 +270,42 @@ async def _finish(future: asyncio.Future[Any]) -> asyncio.CancelledError | None:
     return cancelled
 
 
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, T], yielded: Any) -> Generator[Any, Any, T]:
+    """What `await coro` does after coro's first step yielded `yielded`."""
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as exc:  # thrown in (a cancellation): passed on
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return cast(T, stop.value)
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return cast(T, stop.value)
+
+
+async def _rest(coro: Coroutine[Any, Any, T], yielded: Any) -> T:
+    return await _resume(coro, yielded)
+
+
+def _start(coro: Coroutine[Any, Any, T]) -> tuple[bool, Any]:
+    """Run `coro` up to its first suspension, inline: (True, its result) when it never
+    suspended, else (False, a task running the rest).
+
+    A pooled checkout or return that needs no I/O (the common case) then costs no task
+    and no trip through the event loop; one that waits (a new connection, a full pool, a
+    rollback on return) goes on in a task, out of reach of the caller's cancellation."""
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        return True, stop.value
+    return False, asyncio.ensure_future(_rest(coro, yielded))
+
+
 async def _checkout(engine: AsyncEngine) -> AsyncConnection:
     """`engine.connect()`, entered so that a cancellation cannot strand the connection.
 
@@ -275,11 +314,13 @@ async def _checkout(engine: AsyncEngine) -> AsyncConnection:
     (a round trip to aiosqlite's thread). Cancelled there (graphql-core cancels the fields
     beside one whose error nulls their parent), SQLAlchemy neither returns the connection
     nor hands it to anyone: it stays checked out until the garbage collector finds it
-    ("non-checked-in connection"). So the checkout runs in a task of its own that the
-    caller's cancellation does not interrupt; a connection that arrives for a cancelled
-    caller is closed, then the cancellation goes on.
+    ("non-checked-in connection"). So a checkout that has to wait goes on in a task of
+    its own that the caller's cancellation does not interrupt (`_start`); a connection
+    that arrives for a cancelled caller is closed, then the cancellation goes on.
     """
-    checkout = asyncio.ensure_future(engine.connect().start())
+    finished, checkout = _start(engine.connect().start())
+    if finished:
+        return cast(AsyncConnection, checkout)
     cancelled = await _finish(checkout)
     if cancelled is None:
         return checkout.result()
@@ -290,11 +331,33 @@ async def _checkout(engine: AsyncEngine) -> AsyncConnection:
 
 async def _close(conn: AsyncConnection) -> None:
     """Close (return to the pool) to the end, even when the caller is cancelled meanwhile."""
-    closing = asyncio.ensure_future(conn.close())
+    finished, closing = _start(conn.close())
+    if finished:
+        return
     cancelled = await _finish(closing)
     if cancelled is not None:
         raise cancelled
     closing.result()
+
+
+class _Read:
+    """`async with db.read() as conn`: checked out on entry, returned on exit (a class
+    rather than an async generator: it is entered several times per request)."""
+
+    __slots__ = ("_conn", "_engine")
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+
+    async def __aenter__(self) -> AsyncConnection:
+        self._conn = await _checkout(self._engine)
+        return self._conn
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await _close(conn)
 
 
 class Database:
@@ -347,14 +410,9 @@ class Database:
     def dialect(self) -> str:
         return "sqlite" if self.is_sqlite else "postgresql"
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """An autocommit connection for reads; one per concurrent task."""
-        conn = await _checkout(self._reader)
-        try:
-            yield conn
-        finally:
-            await _close(conn)
+    def read(self) -> _Read:
+        """An autocommit connection for reads (`async with`); one per concurrent task."""
+        return _Read(self._reader)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:

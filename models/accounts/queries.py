@@ -75,15 +75,37 @@ class EmailTaken(Exception):
 # --------------------------------------------------------------------------- users
 
 
-async def _users(conn: AsyncConnection, stmt: sa.Select[Any]) -> list[UserRecord]:
+def _with_permissions(stmt: sa.Select[Any]) -> sa.Select[Any]:
     """Users with their permissions, in one statement (a LEFT JOIN row per permission)."""
-    rows = (
-        await conn.execute(
-            stmt.add_columns(user_permissions.c.permission)
-            .outerjoin(user_permissions, user_permissions.c.user_id == users.c.id)
-            .order_by(users.c.id)
-        )
-    ).all()
+    return (
+        stmt.add_columns(user_permissions.c.permission)
+        .outerjoin(user_permissions, user_permissions.c.user_id == users.c.id)
+        .order_by(users.c.id)
+    )
+
+
+# Built once, values bound at execution: these run on every request (authentication,
+# user loaders).
+_USERS_BY_IDS = _with_permissions(
+    sa.select(*_USER_COLUMNS).where(users.c.id.in_(sa.bindparam("ids", expanding=True)))
+)
+_VIEWER = _with_permissions(
+    sa.select(*_USER_COLUMNS)
+    .join(auth_sessions, auth_sessions.c.user_id == users.c.id)
+    .where(
+        users.c.id == sa.bindparam("user_id"),
+        users.c.is_active.is_(True),
+        auth_sessions.c.id == sa.bindparam("session_id"),
+        auth_sessions.c.revoked_at.is_(None),
+    )
+)
+
+
+async def _users(
+    conn: AsyncConnection, stmt: sa.Select[Any], params: Mapping[str, Any]
+) -> list[UserRecord]:
+    """The UserRecords of a `_with_permissions` statement's rows."""
+    rows = (await conn.execute(stmt, params)).all()
     found: dict[int, tuple[Any, set[str]]] = {}
     for row in rows:
         entry = found.setdefault(row.id, (row, set()))
@@ -97,26 +119,14 @@ async def _users(conn: AsyncConnection, stmt: sa.Select[Any]) -> list[UserRecord
 
 
 async def users_by_ids(conn: AsyncConnection, *, ids: Sequence[int]) -> dict[int, UserRecord]:
-    return {
-        u.id: u for u in await _users(conn, sa.select(*_USER_COLUMNS).where(users.c.id.in_(ids)))
-    }
+    return {u.id: u for u in await _users(conn, _USERS_BY_IDS, {"ids": list(ids)})}
 
 
 async def viewer_for_session(
     conn: AsyncConnection, *, user_id: int, session_id: str
 ) -> UserRecord | None:
     """The user behind an access token, if the user is active and the session not revoked."""
-    stmt = (
-        sa.select(*_USER_COLUMNS)
-        .join(auth_sessions, auth_sessions.c.user_id == users.c.id)
-        .where(
-            users.c.id == user_id,
-            users.c.is_active.is_(True),
-            auth_sessions.c.id == session_id,
-            auth_sessions.c.revoked_at.is_(None),
-        )
-    )
-    found = await _users(conn, stmt)
+    found = await _users(conn, _VIEWER, {"user_id": user_id, "session_id": session_id})
     return found[0] if found else None
 
 

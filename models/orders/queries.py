@@ -256,15 +256,19 @@ async def payments_by_ids(
     return {row.id: PaymentRecord(*row) for row in (await conn.execute(stmt)).all()}
 
 
+# Built once (values bound at execution): the lines of every order listing.
+_LINES_BY_ORDER_IDS = (
+    sa.select(*_LINE_COLUMNS)
+    .where(order_lines.c.order_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(order_lines.c.order_id, order_lines.c.id)
+)
+
+
 async def lines_by_order_ids(
     conn: AsyncConnection, *, order_ids: Sequence[int]
 ) -> dict[int, list[OrderLineRecord]]:
-    stmt = (
-        sa.select(*_LINE_COLUMNS)
-        .where(order_lines.c.order_id.in_(order_ids))
-        .order_by(order_lines.c.order_id, order_lines.c.id)
-    )
-    return group_records((await conn.execute(stmt)).all(), "order_id", OrderLineRecord)
+    rows = (await conn.execute(_LINES_BY_ORDER_IDS, {"ids": list(order_ids)})).all()
+    return group_records(rows, "order_id", OrderLineRecord)
 
 
 async def payments_by_order_ids(
@@ -326,17 +330,29 @@ def _filter(f: OrderFilter) -> list[ColumnElement[bool]]:
     return conds
 
 
+_LISTINGS: dict[Any, tuple[sa.Select[Any], sa.Select[Any]]] = {}
+_LISTINGS_KEPT = 256
+
+
 async def list_orders(
     db: Database, *, window: Window, owner_id: int | None, order_filter: OrderFilter | None
 ) -> Page[OrderRecord]:
     """A page of orders: one customer's (`owner_id`) or, with None, everyone's (staff)."""
-    base = sa.select(*_ORDER_COLUMNS)
-    if owner_id is not None:
-        base = base.where(orders.c.user_id == owner_id)
-    if order_filter is not None:
-        base = base.where(*_filter(order_filter))
+    key = (window, owner_id, order_filter)
+    built = _LISTINGS.get(key)
+    if built is None:  # built once per distinct listing, like products' (bounded)
+        base = sa.select(*_ORDER_COLUMNS)
+        if owner_id is not None:
+            base = base.where(orders.c.user_id == owner_id)
+        if order_filter is not None:
+            base = base.where(*_filter(order_filter))
+        built = (base, window.apply(base))
+        if len(_LISTINGS) >= _LISTINGS_KEPT:
+            _LISTINGS.clear()
+        _LISTINGS[key] = built
+    base, page = built
     async with db.read() as conn:
-        rows = (await conn.execute(window.apply(base))).all()
+        rows = (await conn.execute(page)).all()
 
     async def count() -> int:
         async with db.read() as conn:
