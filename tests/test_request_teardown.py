@@ -182,3 +182,54 @@ async def test_a_read_cancelled_at_any_point_returns_its_connection(catalog_url:
             assert db.checked_out() == 0, f"attempt {attempt}"
     finally:
         await db.dispose()
+
+
+async def test_a_read_cancelled_while_waiting_for_a_full_pool_returns_nothing_twice(
+    catalog_url: str,
+) -> None:
+    """More readers than the pool and its overflow hold: some wait for a connection (their
+    checkout goes on in a task of its own); cancelled there or later, every connection
+    still goes back, and the pool serves reads afterwards."""
+    db = Database(catalog_url, pool_size=1)  # 2 connections at most, 5 readers
+
+    async def read() -> None:
+        async with db.read() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+            await asyncio.sleep(0.001)
+
+    try:
+        for attempt in range(60):
+            tasks = [asyncio.ensure_future(read()) for _ in range(5)]
+            await asyncio.sleep((attempt % 12) * 0.0005)
+            for task in tasks[attempt % 3 :]:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            assert db.checked_out() == 0, f"attempt {attempt}"
+        async with db.read() as conn:
+            assert (await conn.exec_driver_sql("SELECT 1")).scalar() == 1
+    finally:
+        await db.dispose()
+
+
+async def test_a_read_from_a_warm_pool_starts_no_task(catalog_db: Database) -> None:
+    """Checking a pooled connection out and back in needs no I/O: both run inline, with no
+    task and no trip through the event loop (models.db._start)."""
+    async with catalog_db.read() as conn:  # warm: one pooled connection exists
+        await conn.exec_driver_sql("SELECT 1")
+    created: list[object] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        created.append(coro)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(factory)
+    try:
+        for _ in range(3):
+            async with catalog_db.read() as conn:
+                assert conn.closed is False
+    finally:
+        loop.set_task_factory(previous)
+    assert created == []
+    assert catalog_db.checked_out() == 0
