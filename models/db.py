@@ -273,6 +273,8 @@ async def _finish(future: asyncio.Future[Any]) -> asyncio.CancelledError | None:
 @types.coroutine
 def _resume(coro: Coroutine[Any, Any, T], yielded: Any) -> Generator[Any, Any, T]:
     """What `await coro` does after coro's first step yielded `yielded`."""
+    if getattr(yielded, "_asyncio_future_blocking", None) is False:
+        yielded._asyncio_future_blocking = True  # as `_start` found it, for the task
     while True:
         try:
             sent = yield yielded
@@ -303,7 +305,25 @@ def _start(coro: Coroutine[Any, Any, T]) -> tuple[bool, Any]:
         yielded = coro.send(None)
     except StopIteration as stop:
         return True, stop.value
+    if getattr(yielded, "_asyncio_future_blocking", None):
+        # What a task does on the spot with the future a coroutine awaits: until the task
+        # for the rest takes it over (`_resume`), others may await the same future.
+        yielded._asyncio_future_blocking = False
     return False, asyncio.ensure_future(_rest(coro, yielded))
+
+
+def run_inline(coro: Coroutine[Any, Any, T]) -> tuple[bool, Any]:
+    """`_start`, with what `coro` raises inline handed back as a failed future:
+    (True, result) or (False, an awaitable: the task for the rest, or that future)."""
+    try:
+        return _start(coro)
+    except (Exception, asyncio.CancelledError) as exc:
+        failed: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        if isinstance(exc, asyncio.CancelledError):
+            failed.cancel()
+        else:
+            failed.set_exception(exc)
+        return False, failed
 
 
 async def _checkout(engine: AsyncEngine) -> AsyncConnection:

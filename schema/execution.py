@@ -27,6 +27,11 @@ stock path (slower, still correct) and tests/test_execution_differential.py says
 `tests/test_execution_differential.py` runs a query corpus through both executors and
 requires identical results.
 
+Fields marked with `mark_loaded` (schema.fields.loaded: a DataLoader keyed by an attribute)
+call the loader directly; an object waits for its loaders' futures together, and a list
+of objects whose items wait only for such futures waits for all its items in one
+coroutine, not a task per item (`_await_loaded_list`).
+
 Its base, `RequestExecutionContext` (usable alone, with the stock field machinery), answers
 only once nothing the operation started still runs: no DataLoader batch, no abandoned field,
 no connection out of the pool (tests/test_request_teardown.py).
@@ -63,7 +68,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
 
-from models.db import RequestWork, end_request_work, start_request_work
+from models.db import RequestWork, end_request_work, run_inline, start_request_work
 
 __all__ = ["FastExecutionContext", "RequestExecutionContext", "mark_loaded"]
 
@@ -418,6 +423,74 @@ class RequestExecutionContext(StrawberryGraphQLCoreExecutionContext):
         return result
 
 
+class _Loading:
+    """One object's loaded fields waiting for their DataLoader futures: what graphql-core's
+    task per field would hold. `FastExecutionContext._drive_loaded` completes them; an
+    object list first waits for all its items' together (`_await_loaded_list`)."""
+
+    __slots__ = (
+        "by_future",
+        "completing",
+        "dropped",
+        "failure",
+        "finished",
+        "grace",
+        "left",
+        "on_done",
+        "parent_type",
+        "path",
+        "results",
+        "waiting",
+        "wake",
+        "woken",
+    )
+
+    def __init__(
+        self,
+        parent_type: GraphQLObjectType,
+        path: Path | None,
+        results: dict[str, Any],
+        waiting: list[_Step],
+    ) -> None:
+        self.parent_type = parent_type
+        self.path = path
+        self.results = results
+        self.waiting = waiting
+        by_future: dict[asyncio.Future[Any], list[_Step]] = {}
+        for step in waiting:
+            by_future.setdefault(results[step.name], []).append(step)
+        self.by_future = by_future
+        self.finished: list[_Step] = []  # fields whose future is done, not yet completed
+        self.left = len(waiting)
+        self.completing: list[str] = []  # fields whose completion is awaitable
+        self.failure: BaseException | None = None
+        self.grace = 0
+        self.wake: asyncio.Future[None] | None = None
+        self.woken = False  # queued for the list's next round
+        self.dropped = False  # gave up (cancelled or failed): callbacks ignore it
+        self.on_done: Callable[[asyncio.Future[Any]], None] | None = None
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wake this object's own coroutine when one of its futures is done."""
+        self.wake = loop.create_future()
+
+        def on_done(future: asyncio.Future[Any]) -> None:
+            self.finished.extend(self.by_future[future])
+            wake = self.wake
+            if wake is not None and not wake.done():
+                wake.set_result(None)
+
+        self.on_done = on_done
+        for future in self.by_future:
+            future.add_done_callback(on_done)
+
+    def drop(self) -> None:
+        self.dropped = True
+        if self.on_done is not None:
+            for future in self.by_future:
+                future.remove_done_callback(self.on_done)
+
+
 class FastExecutionContext(RequestExecutionContext):
     """graphql-core's executor (as strawberry configures it) with trivial fields inlined,
     answering once nothing the operation started still runs (`RequestExecutionContext`)."""
@@ -434,6 +507,9 @@ class FastExecutionContext(RequestExecutionContext):
         self._may_stream = self.schema.get_directive("stream") is not None
         # (parent type, id of the grouped field set) -> (the set, kept alive; its plan)
         self._plans: dict[tuple[GraphQLObjectType, int], tuple[GroupedFieldSet, list[_Step]]] = {}
+        # Set by _complete_object_list for the next execute_fields call (one list item):
+        # loaded fields then come back as a _Loading for the list to wait for together
+        self._item_loading = False
 
     def _plan(self, parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> list[_Step]:
         schema = self.schema
@@ -466,6 +542,9 @@ class FastExecutionContext(RequestExecutionContext):
             return super().execute_fields(
                 parent_type, source_value, path, grouped_field_set, position_context
             )
+        item_loading = self._item_loading
+        if item_loading:
+            self._item_loading = False  # for this call only, not the nested ones
         key = (parent_type, id(grouped_field_set))
         planned = self._plans.get(key)
         if planned is None:
@@ -552,6 +631,8 @@ class FastExecutionContext(RequestExecutionContext):
             raise
 
         if waiting:
+            if item_loading and not awaitable_fields:
+                return _Loading(parent_type, path, results, waiting)  # type: ignore[return-value]
             return self._await_loaded(
                 parent_type, path, results, awaitable_fields, waiting, position_context
             )
@@ -625,60 +706,64 @@ class FastExecutionContext(RequestExecutionContext):
             running = asyncio.ensure_future(
                 gather_with_cancel(*(results[field] for field in awaitable_fields))
             )
+        state = _Loading(parent_type, path, results, waiting)
+        state.watch(asyncio.get_running_loop())
+        return await self._drive_loaded(state, running, awaitable_fields)
+
+    def _process_loaded(self, state: _Loading) -> None:
+        """Complete the fields whose futures finished since the last time (graphql-core's
+        tasks for them waking); the first error that escapes a field (a non-null one, or
+        a cancellation) is kept and the object gets two loop iterations of grace:
+        graphql-core's tasks that wake before its gather has seen the error still
+        complete their fields."""
+        ready = state.finished[:]
+        state.finished.clear()
+        state.left -= len(ready)
+        results = state.results
+        for step in ready:
+            try:
+                result = self._complete_loaded(step, state.parent_type, state.path, results)
+            except BaseException as error:
+                if state.failure is None:
+                    state.failure, state.grace = error, 2
+                continue
+            results[step.name] = result
+            if self.is_awaitable(result):
+                state.completing.append(step.name)
+
+    async def _drive_loaded(
+        self,
+        state: _Loading,
+        running: asyncio.Future[list[Any]] | None = None,
+        awaitable_fields: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Wait for `state`'s futures (its wake is set as they finish), complete their
+        fields, then await what completing them started (and the `running` fields)."""
         loop = asyncio.get_running_loop()
-        by_future: dict[asyncio.Future[Any], list[_Step]] = {}
-        for step in waiting:
-            by_future.setdefault(results[step.name], []).append(step)
-        finished: list[_Step] = []
-        wake: list[asyncio.Future[None]] = [loop.create_future()]
-
-        def on_done(future: asyncio.Future[Any]) -> None:
-            finished.extend(by_future[future])
-            if not wake[0].done():
-                wake[0].set_result(None)
-
-        for future in by_future:
-            future.add_done_callback(on_done)
-        left = len(waiting)
-        completing: list[str] = []
-        failure: BaseException | None = None
-        grace = 0
+        results = state.results
         try:
-            while left:
-                if failure is None:
-                    await wake[0]
-                    wake[0] = loop.create_future()
-                elif grace:
-                    # graphql-core's tasks that wake before its gather has seen the error
-                    # (two loop iterations later) still complete their fields
+            while state.left:
+                if state.failure is None:
+                    assert state.wake is not None
+                    await state.wake
+                    state.wake = loop.create_future()
+                elif state.grace:
                     await asyncio.sleep(0)
-                    grace -= 1
+                    state.grace -= 1
                 else:
                     break
-                ready = finished[:]
-                finished.clear()
-                left -= len(ready)
-                for step in ready:
-                    try:
-                        result = self._complete_loaded(step, parent_type, path, results)
-                    except BaseException as error:  # a non-null field's error, or cancelled
-                        if failure is None:
-                            failure, grace = error, 2
-                        continue
-                    results[step.name] = result
-                    if self.is_awaitable(result):
-                        completing.append(step.name)
-            if failure is not None:
-                raise failure
+                self._process_loaded(state)
+            if state.failure is not None:
+                raise state.failure
         except BaseException:
-            for future in by_future:
-                future.remove_done_callback(on_done)
+            state.drop()
             if running is not None:
                 running.cancel()
                 self.settle_in_background([running])
-            if completing:
-                self.settle_in_background([results[name] for name in completing])
+            if state.completing:
+                self.settle_in_background([results[name] for name in state.completing])
             raise
+        completing = state.completing
         if completing:
             if len(completing) == 1 and running is None:
                 name = completing[0]
@@ -693,8 +778,124 @@ class FastExecutionContext(RequestExecutionContext):
                     await gather_with_cancel(running, done)
                     results.update(zip(completing, done.result(), strict=True))
         if running is not None:
+            assert awaitable_fields is not None
             results.update(zip(awaitable_fields, await running, strict=True))
         return results
+
+    async def _await_loaded_list(
+        self,
+        item_type: GraphQLOutputType,
+        field_details_list: FieldDetailsList,
+        completed_results: list[Any],
+        loading: list[tuple[int, Path, _Loading]],
+    ) -> list[Any]:
+        """The items of an object list whose only pending fields are loaded ones, waited
+        for in this one coroutine instead of a task per item (_await_loaded's).
+
+        It does what those tasks would: every future's completion queues its fields on
+        its items (in the order the tasks would wake), and each round completes the
+        items woken, in that order. Items that finish plainly are done. When one fails
+        (a non-null field's error) or its completion starts more work (nested awaitables),
+        from that round on every unfinished item goes on as a coroutine of its own
+        (`_drive_loaded`, its first step run inline as the task would have run it), and
+        the list awaits them as graphql-core's gather would.
+        """
+        loop = asyncio.get_running_loop()
+        by_future: dict[asyncio.Future[Any], list[tuple[_Loading, list[_Step]]]] = {}
+        for _index, _path, state in loading:
+            for future, steps in state.by_future.items():
+                by_future.setdefault(future, []).append((state, steps))
+        woken: list[_Loading] = []
+        wake: list[asyncio.Future[None]] = [loop.create_future()]
+        alone = [False]  # items go on as coroutines of their own
+
+        def on_done(future: asyncio.Future[Any]) -> None:
+            for state, steps in by_future[future]:
+                if state.dropped:
+                    continue
+                state.finished.extend(steps)
+                if alone[0]:
+                    item_wake = state.wake
+                    if item_wake is not None and not item_wake.done():
+                        item_wake.set_result(None)
+                elif not state.woken:
+                    state.woken = True
+                    woken.append(state)
+            if not wake[0].done():
+                wake[0].set_result(None)
+
+        if any(future.done() for future in by_future):
+            # graphql-core's tasks would first run (and see these) one iteration later
+            await asyncio.sleep(0)
+        for future in by_future:
+            future.add_done_callback(on_done)
+        index_of = {id(state): (index, path) for index, path, state in loading}
+        left = len(loading)
+        pending: list[int] = []
+        try:
+            while left:
+                await wake[0]
+                wake[0] = loop.create_future()
+                ready = woken[:]
+                woken.clear()
+                for state in ready:
+                    state.woken = False
+                    self._process_loaded(state)
+                    if state.failure is None and not state.completing:
+                        if not state.left:
+                            index, _path = index_of[id(state)]
+                            completed_results[index] = state.results
+                            left -= 1
+                        continue
+                    if not alone[0]:
+                        alone[0] = True
+                        for other in woken:  # woken meanwhile: go on alone
+                            other.woken = False
+                        woken.clear()
+                    self._go_alone(
+                        state, index_of, item_type, field_details_list, completed_results, pending
+                    )
+                    left -= 1
+                if alone[0]:
+                    break
+            if alone[0]:
+                for _index, _path, state in loading:
+                    if state.left and not state.dropped and state.wake is None:
+                        self._go_alone(
+                            state,
+                            index_of,
+                            item_type,
+                            field_details_list,
+                            completed_results,
+                            pending,
+                        )
+                awaited = await gather_with_cancel(*(completed_results[at] for at in pending))
+                for at, value in zip(pending, awaited, strict=True):
+                    completed_results[at] = value
+        finally:
+            for future in by_future:
+                future.remove_done_callback(on_done)
+        return completed_results
+
+    def _go_alone(
+        self,
+        state: _Loading,
+        index_of: dict[int, tuple[int, Path]],
+        item_type: GraphQLOutputType,
+        field_details_list: FieldDetailsList,
+        completed_results: list[Any],
+        pending: list[int],
+    ) -> None:
+        """Continue one list item as the coroutine graphql-core's task would run: its first
+        step now (inline), the rest in a task; its result, or the awaitable, in place."""
+        index, path = index_of[id(state)]
+        state.wake = asyncio.get_running_loop().create_future()
+        finished, value = run_inline(
+            self._await_completed(self._drive_loaded(state), item_type, field_details_list, path)
+        )
+        completed_results[index] = value
+        if not finished:
+            pending.append(index)
 
     def _complete_loaded(
         self,
@@ -843,6 +1044,16 @@ class FastExecutionContext(RequestExecutionContext):
         completed_results: list[Any] = []
         append = completed_results.append
         awaitable_indices: list[int] = []
+        # Items whose only pending fields are loaded ones (execute_fields called directly,
+        # as execute_collected_subfields does without @defer)
+        loading: list[tuple[int, Path, _Loading]] | None = None
+        direct: GroupedFieldSet | None = None
+        if position_context is None:
+            grouped_field_set, new_defer_usages, _ = self.collect_subfields(
+                object_type, field_details_list
+            )
+            if not new_defer_usages:
+                direct = grouped_field_set
         try:
             for index, item in enumerate(items):
                 item_path = path.add_key(index, None)
@@ -876,10 +1087,20 @@ class FastExecutionContext(RequestExecutionContext):
                         awaitable_indices.append(index)
                     continue
                 try:
-                    completed = self.collect_and_execute_subfields(
-                        object_type, field_details_list, item_path, item, position_context
-                    )
-                    if is_awaitable(completed):
+                    if direct is not None:
+                        self._item_loading = True
+                        completed = self.execute_fields(object_type, item, item_path, direct, None)
+                        self._item_loading = False
+                    else:
+                        completed = self.collect_and_execute_subfields(
+                            object_type, field_details_list, item_path, item, position_context
+                        )
+                    if type(completed) is _Loading:
+                        if loading is None:
+                            loading = []
+                        loading.append((index, item_path, completed))
+                        append(None)
+                    elif is_awaitable(completed):
                         append(
                             self._await_completed(
                                 completed, item_type, field_details_list, item_path
@@ -892,11 +1113,28 @@ class FastExecutionContext(RequestExecutionContext):
                     self.handle_field_error(raw_error, item_type, field_details_list, item_path)
                     append(None)
         except Exception:
+            self._item_loading = False
             pending = [completed_results[i] for i in awaitable_indices]
             if pending:
                 self.settle_in_background(pending)
             raise
 
+        if loading is not None:
+            if len(loading) > 1 and not awaitable_indices:
+                return self._await_loaded_list(
+                    item_type, field_details_list, completed_results, loading
+                )
+            for index, item_path, state in loading:  # each item as a coroutine of its own
+                completed_results[index] = self._await_completed(
+                    self._await_loaded(
+                        state.parent_type, state.path, state.results, [], state.waiting, None
+                    ),
+                    item_type,
+                    field_details_list,
+                    item_path,
+                )
+                awaitable_indices.append(index)
+            awaitable_indices.sort()
         if not awaitable_indices:
             return completed_results
 

@@ -654,6 +654,7 @@ ROWS = {
     "nested": Raw(gadget_key="fine", child=Raw(part_key="bad")),
     "nested_bad": Raw(gadget_key="bad_part"),
 }
+MIXED = ("fine", "bad_part", "unknown_part", "no_part", "nested", "nested_bad", "big_count", "fine")
 LOADED: dict[str, Any] = {
     "ok": Raw(name="loaded", count=1),
     "bad": Raw(name=None, count=2**31),
@@ -681,6 +682,15 @@ class EdgeQuery:
     @strawberry.field
     def wrong_required_gadgets(self) -> list[Gadget] | None:
         return [ROWS["fine"], "not a gadget"]  # type: ignore[list-item]
+
+    @strawberry.field
+    def mixed_gadgets(self) -> list[Gadget | None]:
+        """Items whose loaded fields load different keys: some fail, some are null."""
+        return [ROWS[key] for key in MIXED]  # type: ignore[misc]
+
+    @strawberry.field
+    def required_mixed_gadgets(self) -> list[Gadget]:
+        return [ROWS[key] for key in MIXED]  # type: ignore[misc]
 
     @strawberry.field
     def thing(self) -> Thing | None:
@@ -738,18 +748,52 @@ def _edge_documents() -> Iterator[str]:
     yield "{ wrongGadgets { name loadedRequired { name } } wrongRequiredGadgets { name } }"
     yield "{ wrongRequiredGadgets { name } gadgets { name } }"
     yield "{ gadgets { asyncName loadedBox { loadedRequired { name } } } }"
+    # Lists whose items wait for loaded fields only (waited for together, per list)
+    for field in ("mixedGadgets", "requiredMixedGadgets"):
+        yield f"{{ {field} {{ name {loaded_fields} }} }}"
+        yield f"{{ {field} {{ loadedRequired {{ count }} loadedCount }} }}"
+        yield f"{{ {field} {{ loadedCount loadedList {{ count }} }} }}"
+        yield f"{{ {field} {{ loadedFailingRequired {{ name }} loadedPart {{ name }} }} }}"
+        yield (
+            f"{{ {field} {{ loadedBox {{ name loadedPart {{ name }} loadedRequired {{ count }}"
+            f" loadedCount }} loadedCount }} }}"
+        )
+        yield f"{{ {field} {{ loadedPart {{ count }} }} gadgets {{ loadedPart {{ name }} }} }}"
+    yield (
+        "{ mixedGadgets { loadedRequired { name } loadedBox { loadedList { count } } }"
+        " requiredMixedGadgets { loadedCount loadedBox { loadedRequired { count } } } }"
+    )
+    yield "{ a: mixedGadgets { loadedCount } b: mixedGadgets { loadedRequired { count } } }"
 
 
 async def test_misbehaving_fields_answer_identically() -> None:
+    """Byte-identical answers, with one measured exception: in a list whose items' loaded
+    fields load different keys from loaders that finish at different times and fail
+    (`mixedGadgets`), the same errors can come in another order. The fast executor
+    completes a loaded field one loop iteration after graphql-core's task for it would
+    (the future's callback, then the waiting coroutine), so errors of a later batch can
+    precede those of an earlier one. Data and the set of errors stay identical there;
+    5 of those 14 documents differ in order (as before list items were waited for
+    together: the per-object wait has the same extra iteration)."""
     documents = list(_edge_documents())
+    reordered = 0
     for text in documents:
         assert not validate(EDGE_SCHEMA, parse(text)), text
         stock = await _run(
             EDGE_SCHEMA, StrawberryGraphQLCoreExecutionContext, text, None, EdgeLoaders()
         )
         fast = await _run(EDGE_SCHEMA, FastExecutionContext, text, None, EdgeLoaders())
+        if fast != stock and "ixedGadgets" in text:
+            expected, answered = json.loads(stock), json.loads(fast)
+            assert answered["data"] == expected["data"], text
+            assert sorted(map(json.dumps, answered["errors"])) == sorted(
+                map(json.dumps, expected["errors"])
+            ), text
+            reordered += 1
+            continue
         assert fast == stock, text
     assert len(documents) > 500
+    assert reordered <= 5, reordered
 
 
 async def test_the_edge_schema_really_misbehaves() -> None:
@@ -804,3 +848,48 @@ async def test_requests_through_strawberry_take_the_fast_path(
     result = await build_schema().execute("{ __typename }")
     assert result.data == {"__typename": "Query"} and not result.errors
     assert planned == ["Query"]
+
+
+async def test_a_listing_waits_for_its_items_loaded_fields_together(
+    catalog_db: Database,
+) -> None:
+    """A product page's variants, images and category are DataLoader fields on every item;
+    the items wait for them together, so the tasks a listing starts do not grow with the
+    page (graphql-core starts about one per loaded field, and the fast executor one per
+    item before), and both executors still answer the same."""
+    listing = (
+        "query($n: Int!) { products(first: $n) { nodes { name variants { sku } images { url }"
+        " category { name } } } }"
+    )
+    for size in (2, 12):
+        answer = await _differential(catalog_db, listing, {"n": size}, None)
+        assert len(json.loads(answer)["data"]["products"]["nodes"]) == size
+    tasks = {
+        (executor.__name__, size): await _tasks_started(
+            _run(GRAPHQL_SCHEMA, executor, listing, {"n": size}, _context(catalog_db, None))
+        )
+        for executor in (StrawberryGraphQLCoreExecutionContext, FastExecutionContext)
+        for size in (2, 12)
+    }
+    stock = "StrawberryGraphQLCoreExecutionContext"
+    assert tasks[stock, 12] - tasks[stock, 2] >= 30, tasks
+    assert tasks["FastExecutionContext", 12] == tasks["FastExecutionContext", 2], tasks
+
+
+async def _tasks_started(operation: Awaitable[Any]) -> int:
+    """How many asyncio tasks awaiting `operation` starts."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+    started = 0
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        nonlocal started
+        started += 1
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(factory)
+    try:
+        await operation
+    finally:
+        loop.set_task_factory(previous)
+    return started
