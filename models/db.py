@@ -18,7 +18,7 @@ import contextvars
 import logging
 import time
 import types
-from collections.abc import AsyncIterator, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -358,6 +358,28 @@ async def _close(conn: AsyncConnection) -> None:
     if cancelled is not None:
         raise cancelled
     closing.result()
+
+
+class BuiltStatements:
+    """Statements built once per distinct description (a hashable key of everything they
+    depend on) and reused: building a Select and deriving its cache key each time costs
+    more than running SQLAlchemy's cached compilation of it. Bounded: past `size` keys
+    it starts over, so cursors or ids in keys cannot grow it without limit."""
+
+    __slots__ = ("_built", "_size")
+
+    def __init__(self, size: int = 256) -> None:
+        self._built: dict[Any, Any] = {}
+        self._size = size
+
+    def get(self, key: Any, build: Callable[[], T]) -> T:
+        built = self._built.get(key)
+        if built is None:
+            built = build()
+            if len(self._built) >= self._size:
+                self._built.clear()
+            self._built[key] = built
+        return cast(T, built)
 
 
 class _Read:

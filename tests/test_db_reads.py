@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from conftest import TEST_DATABASE_URL, make_client
 
 import app as app_module
-from models.db import Database
+from models.db import BuiltStatements, Database
 from models.settings import Settings
 
 LISTING = "{ products(first: 5) { nodes { name variants { sku } category { name } } } }"
@@ -78,3 +78,61 @@ async def test_the_app_freezes_the_collector_after_start_up_when_asked(
         response = await client.post("/graphql", json={"query": LISTING})
     assert response.status_code == 200 and "errors" not in response.json()
     assert calls == (["collect", "freeze"] if freeze else [])
+
+
+PAGES = """query($slug: String!) {
+  products(first: 3) { nodes { slug } }
+  category(slug: $slug) { children(first: 5) { nodes { slug } } products(first: 3) { nodes { slug } } }
+}"""
+
+
+async def test_reused_statements_answer_fresh_data(fresh_db: Database) -> None:
+    """Listing statements are built once per distinct query and reused (BuiltStatements):
+    the same query asked again after a change answers the changed data, not a copy."""
+    async with fresh_db.read() as conn:
+        slug = (
+            await conn.exec_driver_sql(
+                "SELECT c.slug FROM categories c WHERE c.parent_id IS NULL AND EXISTS"
+                " (SELECT 1 FROM categories k WHERE k.parent_id = c.id) ORDER BY c.id LIMIT 1"
+            )
+        ).scalar()
+    assert slug is not None
+    body = {"query": PAGES, "variables": {"slug": slug}}
+    async with make_client(fresh_db) as client:
+        first = (await client.post("/graphql", json=body)).json()["data"]
+        newest = first["products"]["nodes"][0]["slug"]
+        in_category = first["category"]["products"]["nodes"][0]["slug"]
+        child = first["category"]["children"]["nodes"][0]["slug"]
+        async with fresh_db.transaction() as conn:
+            await conn.execute(
+                sa.text("UPDATE products SET is_published = :no WHERE slug IN (:a, :b)"),
+                {"no": False, "a": newest, "b": in_category},
+            )
+            await conn.execute(
+                sa.text("UPDATE categories SET slug = :new WHERE slug = :old"),
+                {"new": child + "-moved", "old": child},
+            )
+        again = (await client.post("/graphql", json=body)).json()["data"]
+    assert newest not in [n["slug"] for n in again["products"]["nodes"]]
+    assert in_category not in [n["slug"] for n in again["category"]["products"]["nodes"]]
+    assert child + "-moved" in [n["slug"] for n in again["category"]["children"]["nodes"]]
+    assert len(again["products"]["nodes"]) == 3
+
+
+def test_built_statements_are_reused_per_key_and_bounded() -> None:
+    built = BuiltStatements(size=2)
+    made: list[str] = []
+
+    def make(name: str) -> Any:
+        def build() -> sa.Select[Any]:
+            made.append(name)
+            return sa.select(sa.literal(name))
+
+        return build
+
+    first = built.get("a", make("a"))
+    assert built.get("a", make("a")) is first  # reused, not rebuilt
+    built.get("b", make("b"))
+    built.get("c", make("c"))  # past the bound: starts over
+    assert built.get("a", make("a")) is not first
+    assert made == ["a", "b", "c", "a"]

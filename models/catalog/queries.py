@@ -21,7 +21,7 @@ from models.catalog.tables import (
     products,
     variants,
 )
-from models.db import Database
+from models.db import BuiltStatements, Database
 from models.errors import InvalidInput
 from models.grouping import group_records
 from models.money import to_minor_ceiling, to_minor_floor
@@ -188,8 +188,7 @@ def _postgres_search(terms: list[str]) -> _Search:
     return _Search(apply, relevance)
 
 
-_LISTINGS: dict[Any, tuple[Select[Any], Select[Any]]] = {}
-_LISTINGS_KEPT = 256
+_BUILT = BuiltStatements()  # listings and per-parent pages, per distinct query
 
 
 class ProductQuery:
@@ -248,15 +247,12 @@ class ProductQuery:
         over and over) and kept in a small bounded cache: building them costs more than
         running SQLAlchemy's cached compilation of them.
         """
-        key = (self.key, self.dialect, self.currency)
-        built = _LISTINGS.get(key)
-        if built is None:
+
+        def build() -> tuple[Select[Any], Select[Any]]:
             base = self.base()
-            built = (base, self.window.apply(base))
-            if len(_LISTINGS) >= _LISTINGS_KEPT:
-                _LISTINGS.clear()
-            _LISTINGS[key] = built
-        return built
+            return base, self.window.apply(base)
+
+        return _BUILT.get(("listing", self.key, self.dialect, self.currency), build)
 
     def base(self) -> Select[Any]:
         stmt = sa.select(*PRODUCT_COLUMNS).select_from(products)
@@ -373,12 +369,17 @@ async def products_by_parent(
     """Rows of one page per parent (pass them to `query.window.page`)."""
     if query.no_results or not parent_ids:
         return {}
-    base_for = (
-        _category_base(query, subtree(parent_ids))
-        if parent == "category"
-        else _collection_base(query)
-    )
-    rows = (await conn.execute(per_parent(query.window, parent_ids, base_for))).all()
+
+    def build() -> Select[Any]:
+        base_for = (
+            _category_base(query, subtree(parent_ids))
+            if parent == "category"
+            else _collection_base(query)
+        )
+        return per_parent(query.window, parent_ids, base_for)
+
+    key = ("per_parent", parent, tuple(parent_ids), query.key, query.dialect, query.currency)
+    rows = (await conn.execute(_BUILT.get(key, build))).all()
     return group_rows(query.window, rows)
 
 
@@ -439,7 +440,11 @@ async def children_by_parent(
     def base_for(parent_id: int) -> Select[Any]:
         return sa.select(*CATEGORY_COLUMNS).where(categories.c.parent_id == parent_id)
 
-    rows = (await conn.execute(per_parent(window, parent_ids, base_for))).all()
+    def build() -> Select[Any]:
+        return per_parent(window, parent_ids, base_for)
+
+    stmt = _BUILT.get(("children", tuple(parent_ids), window), build)
+    rows = (await conn.execute(stmt)).all()
     return group_rows(window, rows)
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.sql import ColumnElement
 
 from models.accounts.queries import ADDRESS_FIELDS
 from models.accounts.tables import addresses, users
-from models.db import Database, utcnow
+from models.db import BuiltStatements, Database, utcnow
 from models.events import ORDER_CREATED, PAYMENT_CHANGED, record_event
 from models.grouping import group_records
 from models.orders.tables import order_lines, orders
@@ -330,27 +330,23 @@ def _filter(f: OrderFilter) -> list[ColumnElement[bool]]:
     return conds
 
 
-_LISTINGS: dict[Any, tuple[sa.Select[Any], sa.Select[Any]]] = {}
-_LISTINGS_KEPT = 256
+_LISTINGS = BuiltStatements()  # order pages, per distinct listing (like products')
 
 
 async def list_orders(
     db: Database, *, window: Window, owner_id: int | None, order_filter: OrderFilter | None
 ) -> Page[OrderRecord]:
     """A page of orders: one customer's (`owner_id`) or, with None, everyone's (staff)."""
-    key = (window, owner_id, order_filter)
-    built = _LISTINGS.get(key)
-    if built is None:  # built once per distinct listing, like products' (bounded)
+
+    def build() -> tuple[sa.Select[Any], sa.Select[Any]]:
         base = sa.select(*_ORDER_COLUMNS)
         if owner_id is not None:
             base = base.where(orders.c.user_id == owner_id)
         if order_filter is not None:
             base = base.where(*_filter(order_filter))
-        built = (base, window.apply(base))
-        if len(_LISTINGS) >= _LISTINGS_KEPT:
-            _LISTINGS.clear()
-        _LISTINGS[key] = built
-    base, page = built
+        return base, window.apply(base)
+
+    base, page = _LISTINGS.get((window, owner_id, order_filter), build)
     async with db.read() as conn:
         rows = (await conn.execute(page)).all()
 
