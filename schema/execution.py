@@ -847,11 +847,7 @@ class FastExecutionContext(RequestExecutionContext):
                             completed_results[index] = state.results
                             left -= 1
                         continue
-                    if not alone[0]:
-                        alone[0] = True
-                        for other in woken:  # woken meanwhile: go on alone
-                            other.woken = False
-                        woken.clear()
+                    alone[0] = True  # (nothing is woken during a round: no callback runs)
                     self._go_alone(
                         state, index_of, item_type, field_details_list, completed_results, pending
                     )
