@@ -3,9 +3,9 @@
 `concurrency` workers share one client (one kept-alive connection each); every worker
 sends its next request as soon as the previous answer is read, until the time is up.
 A warm-up phase at the same concurrency runs first and is not recorded. Latency is the
-client's view: request sent to whole body received. Any non-200 answer, or a body
-`check` rejects, stops the run with LoadError (a benchmark of failing requests is
-worthless).
+client's view: request sent to whole body received. Any non-200 answer, a body `check`
+rejects, or a connection failing twice in a row stops the run with LoadError (a benchmark
+of failing requests is worthless).
 """
 
 from __future__ import annotations
@@ -68,10 +68,28 @@ def client(base_url: str, concurrency: int, *, timeout: float = 30.0) -> httpx.A
     )
 
 
+# A kept-alive connection the server closed just as it was reused (its keep-alive timeout:
+# uvicorn's and Node's are 5 s) fails with one of these before any answer arrives.
+_STALE_CONNECTION = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+
+
 async def send(http: httpx.AsyncClient, request: Request) -> httpx.Response:
-    return await http.request(
-        request.method, request.url, content=request.body, headers=request.headers
-    )
+    """Send `request`; a connection that fails before answering is retried once on a new
+    one (the benchmarked operations are all reads). A second failure, or any other transport
+    error, is a LoadError: the server is down or broken."""
+    for attempt in (1, 2):
+        try:
+            return await http.request(
+                request.method, request.url, content=request.body, headers=request.headers
+            )
+        except _STALE_CONNECTION as exc:
+            if attempt == 2:
+                raise LoadError(
+                    f"{request.method} {request.url}: {type(exc).__name__} twice: {exc!r}"
+                ) from exc
+        except httpx.TransportError as exc:
+            raise LoadError(f"{request.method} {request.url}: {exc!r}") from exc
+    raise AssertionError("unreachable")
 
 
 Check = Callable[[httpx.Response], str | None]
