@@ -117,7 +117,9 @@ def build_schema(
         execution_context_class=(
             FastExecutionContext if fast_execution else RequestExecutionContext
         ),
-        extensions=[QueryLimitsExtension.factory(limits), DocumentCache.factory()],
+        # The document cache first: a document it holds passed every rule, the limits'
+        # included, so the limits extension does not check it again
+        extensions=[DocumentCache.factory(), QueryLimitsExtension.factory(limits)],
     )
 
 

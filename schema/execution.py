@@ -46,6 +46,7 @@ from math import isfinite
 from typing import Any
 
 from graphql import (
+    ExecutionResult,
     GraphQLBoolean,
     GraphQLField,
     GraphQLFloat,
@@ -57,6 +58,7 @@ from graphql import (
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLResolveInfo,
+    GraphQLResolveInfoHelpers,
     GraphQLSchema,
     GraphQLString,
     is_leaf_type,
@@ -98,6 +100,13 @@ def mark_loaded(resolver: Any, loader: Callable[[Any], Any], key: str) -> None:
 
 
 _FUTURE = asyncio.Future  # what DataLoader.load returns (the C implementation)
+
+
+def _released(*_args: Any) -> Any:
+    raise RuntimeError("this operation has finished: its executor was released")
+
+
+_RELEASED_HELPERS = GraphQLResolveInfoHelpers(gather=_released, track=_released)
 
 
 class _NoType:
@@ -392,12 +401,22 @@ class RequestExecutionContext(StrawberryGraphQLCoreExecutionContext):
         end_request_work(token)
         self._track_background(work)
         if not work.pending:
-            return result
+            return self._released(result)
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # execute_sync: nothing can be running without a loop
             return result
         return self._settled_value(result, work)
+
+    def _released(self, result: Any) -> Any:
+        """The result, once nothing of the operation runs any more. graphql-core's
+        `async_helpers` hold bound methods of this executor (a reference cycle): cut, so
+        the executor and all it holds (plans, loaders' futures and records) are freed at
+        once rather than by the garbage collector. Not for incremental delivery (@defer,
+        @stream), whose later payloads still run on this executor."""
+        if type(result) is ExecutionResult:
+            self.async_helpers = _RELEASED_HELPERS
+        return result
 
     def _track_background(self, work: RequestWork) -> None:
         # graphql-core (3.3+) keeps the fields it settles in the background here
@@ -407,7 +426,7 @@ class RequestExecutionContext(StrawberryGraphQLCoreExecutionContext):
     async def _settled(self, result: Awaitable[Any], work: RequestWork, token: Any) -> Any:
         cancelled = False
         try:
-            return await result
+            answer = await result
         except asyncio.CancelledError:
             cancelled = True
             raise
@@ -416,11 +435,11 @@ class RequestExecutionContext(StrawberryGraphQLCoreExecutionContext):
             self._track_background(work)
             # Cancelled (a deadline, a client gone): nothing waits for the work any more.
             await work.settle(grace=0 if cancelled else None)
+        return self._released(answer)
 
-    @staticmethod
-    async def _settled_value(result: Any, work: RequestWork) -> Any:
+    async def _settled_value(self, result: Any, work: RequestWork) -> Any:
         await work.settle()
-        return result
+        return self._released(result)
 
 
 class _Loading:
@@ -489,6 +508,11 @@ class _Loading:
         if self.on_done is not None:
             for future in self.by_future:
                 future.remove_done_callback(self.on_done)
+            self.on_done = None  # it holds this object: a reference cycle
+
+    def done(self) -> None:
+        """Every future is done (each ran its callback once and let go of it)."""
+        self.on_done = self.wake = None  # on_done holds this object: a reference cycle
 
 
 class FastExecutionContext(RequestExecutionContext):
@@ -755,6 +779,7 @@ class FastExecutionContext(RequestExecutionContext):
                 self._process_loaded(state)
             if state.failure is not None:
                 raise state.failure
+            state.done()
         except BaseException:
             state.drop()
             if running is not None:

@@ -157,6 +157,7 @@ class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
         request_id = request_id_for(scope)
         media_type = transport.response_media_type(Request(scope).headers.get("accept"))
         max_body = self.settings.max_body_bytes
+        request: Request | None = None
         try:
             served = transport.admit(scope, max_body_bytes=max_body)
             request = Request(served, transport.limit_body(receive, max_body))
@@ -170,7 +171,15 @@ class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
             response = transport.internal_error(request_id)
         else:
             transport.finish(response, request.state, media_type)
-        await response(scope, receive, send)
+        try:
+            await response(scope, receive, send)
+        finally:
+            # The context (still read by the observability middleware) and the request
+            # hold each other (request -> scope -> state -> context -> request): cut it, so
+            # the request's objects are freed as it ends, not left to the garbage collector
+            context = getattr(request.state, "shopql", None) if request is not None else None
+            if context is not None:
+                context.request = None
 
     async def run(  # type: ignore[override]
         self,

@@ -217,7 +217,9 @@ class ProductQuery:
             terms = search_terms(search)
             if terms:
                 make = _sqlite_search if dialect == "sqlite" else _postgres_search
-                self.search = make(terms)
+                # Built once per distinct search: SQLAlchemy's table and column objects
+                # hold reference cycles, left to the garbage collector when built per request
+                self.search = _BUILT.get(("search", dialect, tuple(terms)), lambda: make(terms))
             else:
                 self.no_results = True
         if sort is None:

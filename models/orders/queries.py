@@ -376,7 +376,11 @@ async def orders_by_users(
     def base_for(user_id: int) -> sa.Select[Any]:
         return sa.select(*_ORDER_COLUMNS).where(orders.c.user_id == user_id)
 
-    rows = (await conn.execute(per_parent(window, user_ids, base_for))).all()
+    def build() -> sa.Select[Any]:
+        return per_parent(window, user_ids, base_for)
+
+    stmt = _LISTINGS.get(("by_users", window, tuple(user_ids)), build)
+    rows = (await conn.execute(stmt)).all()
     return group_rows(window, rows)
 
 
