@@ -93,7 +93,12 @@ def create_app(
             # the walk over it (~100 ms each with the schema; once per ~40 requests).
             gc.collect()
             gc.freeze()
+        thresholds = gc.get_threshold()
+        if settings.gc_threshold is not None:
+            gc.set_threshold(settings.gc_threshold, *thresholds[1:])
         yield
+        if settings.gc_threshold is not None:
+            gc.set_threshold(*thresholds)  # as it was (an app built in-process)
         if relay is not None:
             await relay.stop()
         if webhook_worker is not None:

@@ -137,6 +137,11 @@ class Settings:
     # create. SHOPQL_GC_FREEZE, on for a server started from the environment (`shopql
     # serve`); off for apps built in-process (a test suite builds hundreds).
     gc_freeze: bool = False
+    # The collector's first-generation threshold (gc.set_threshold), None: Python's (700).
+    # A request builds thousands of short-lived objects and leaves no cycles
+    # (tests/test_gc_cycles.py): at 700 the collector ran about once per request, walking
+    # objects still in use. SHOPQL_GC_THRESHOLD, 10000 for a server from the environment.
+    gc_threshold: int | None = None
     # Operations (README "Operations"): metrics, logs, tracing, readiness.
     metrics: bool = False
     metrics_token: str | None = field(default=None, repr=False)
@@ -296,6 +301,7 @@ class Settings:
             webhook_worker=_flag(env, "SHOPQL_WEBHOOK_WORKER", True),
             fast_execution=fast_execution_enabled(env),
             gc_freeze=_flag(env, "SHOPQL_GC_FREEZE", True),
+            gc_threshold=_int(env, "SHOPQL_GC_THRESHOLD", 10_000, low=0, high=10_000_000) or None,
             metrics=_flag(env, "SHOPQL_METRICS", False),
             metrics_token=env.get("SHOPQL_METRICS_TOKEN", "").strip() or None,
             log_format=env.get("SHOPQL_LOG_FORMAT", "").strip().lower() or None,

@@ -16,7 +16,7 @@ from conftest import TEST_DATABASE_URL, make_client
 
 import app as app_module
 from models.db import BuiltStatements, Database
-from models.settings import Settings
+from models.settings import Settings, SettingsError
 
 LISTING = "{ products(first: 5) { nodes { name variants { sku } category { name } } } }"
 
@@ -58,11 +58,24 @@ def test_gc_freeze_is_on_for_servers_from_the_environment_only() -> None:
     assert Settings(debug=True).gc_freeze is False
 
 
-@pytest.mark.parametrize("freeze", [True, False])
-async def test_the_app_freezes_the_collector_after_start_up_when_asked(
-    catalog_db: Database, monkeypatch: pytest.MonkeyPatch, freeze: bool
+def test_gc_threshold_is_raised_for_servers_from_the_environment_only() -> None:
+    assert Settings.from_env({"SHOPQL_DEBUG": "1"}).gc_threshold == 10_000
+    env = {"SHOPQL_DEBUG": "1", "SHOPQL_GC_THRESHOLD": "2500"}
+    assert Settings.from_env(env).gc_threshold == 2500
+    env["SHOPQL_GC_THRESHOLD"] = "0"  # Python's own
+    assert Settings.from_env(env).gc_threshold is None
+    assert Settings(debug=True).gc_threshold is None
+    for bad in ("-1", "many", "1e4", "99999999999"):
+        env["SHOPQL_GC_THRESHOLD"] = bad
+        with pytest.raises(SettingsError, match="SHOPQL_GC_THRESHOLD"):
+            Settings.from_env(env)
+
+
+@pytest.mark.parametrize(("freeze", "threshold"), [(True, 10_000), (False, None)])
+async def test_the_app_tunes_the_collector_after_start_up_when_asked(
+    catalog_db: Database, monkeypatch: pytest.MonkeyPatch, freeze: bool, threshold: int | None
 ) -> None:
-    calls: list[str] = []
+    calls: list[Any] = []
 
     class SpyGc:
         def collect(self, *args: Any) -> int:
@@ -72,12 +85,23 @@ async def test_the_app_freezes_the_collector_after_start_up_when_asked(
         def freeze(self) -> None:
             calls.append("freeze")
 
+        def get_threshold(self) -> tuple[int, int, int]:
+            return (700, 10, 10)
+
+        def set_threshold(self, *thresholds: int) -> None:
+            calls.append(thresholds)
+
     monkeypatch.setattr(app_module, "gc", SpyGc())
-    client = make_client(catalog_db, gc_freeze=freeze)
+    client = make_client(catalog_db, gc_freeze=freeze, gc_threshold=threshold)
     async with client.app.router.lifespan_context(client.app), client:
         response = await client.post("/graphql", json={"query": LISTING})
+        started = list(calls)
     assert response.status_code == 200 and "errors" not in response.json()
-    assert calls == (["collect", "freeze"] if freeze else [])
+    if freeze:
+        assert started == ["collect", "freeze", (10_000, 10, 10)]
+        assert calls == [*started, (700, 10, 10)]  # as it was once the app stopped
+    else:
+        assert calls == []
 
 
 PAGES = """query($slug: String!) {
