@@ -42,12 +42,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
+from enum import Enum
 from math import isfinite
 from typing import Any
 
 from graphql import (
     ExecutionResult,
     GraphQLBoolean,
+    GraphQLEnumType,
     GraphQLField,
     GraphQLFloat,
     GraphQLID,
@@ -100,6 +102,8 @@ def mark_loaded(resolver: Any, loader: Callable[[Any], Any], key: str) -> None:
 
 
 _FUTURE = asyncio.Future  # what DataLoader.load returns (the C implementation)
+# Completed values that are never awaitable (what is_awaitable answers at once for them)
+_PLAIN = frozenset({dict, list, str, int, float, bool, type(None)})
 
 
 def _released(*_args: Any) -> Any:
@@ -144,10 +148,46 @@ def _exact_of(leaf: GraphQLLeafType) -> _Exact | None:
     return builtin[2]
 
 
+def _enum_names(leaf: GraphQLLeafType) -> tuple[type | None, dict[Any, str]]:
+    """A strawberry enum's (Python class, {member: name its coerce_output_value gives}):
+    that method compares the value with every member in turn; the answer per member is
+    fixed, so it is asked once. (None, {}) for any other leaf type."""
+    wrapped = getattr(leaf, "wrapped_cls", None)
+    if not isinstance(leaf, GraphQLEnumType) or not (
+        isinstance(wrapped, type) and issubclass(wrapped, Enum)
+    ):
+        return None, {}
+    names: dict[Any, str] = {}
+    for member in wrapped:
+        name = _enum_name(leaf, member)
+        if name is not None:
+            names[member] = name
+    return wrapped, names
+
+
+def _enum_name(leaf: GraphQLEnumType, member: Enum) -> str | None:
+    """The name coerce_output_value gives `member`; None when it fails (graphql-core's path
+    then reports it, located) or gives no string."""
+    try:
+        name = leaf.coerce_output_value(member)
+    except Exception:
+        return None
+    return name if type(name) is str else None
+
+
 class _Leaf:
     """How to complete a leaf-typed (or list-of-leaf-typed) field's value inline."""
 
-    __slots__ = ("exact", "item_non_null", "leaf", "list_", "non_null")
+    __slots__ = (
+        "coerce",
+        "enum_names",
+        "enum_type",
+        "exact",
+        "item_non_null",
+        "leaf",
+        "list_",
+        "non_null",
+    )
 
     def __init__(self, return_type: GraphQLOutputType) -> None:
         self.non_null = isinstance(return_type, GraphQLNonNull)
@@ -162,6 +202,8 @@ class _Leaf:
         assert is_leaf_type(inner)
         self.leaf: GraphQLLeafType = inner
         self.exact = _exact_of(inner)
+        self.coerce = inner.coerce_output_value
+        self.enum_type, self.enum_names = _enum_names(inner)
 
 
 def _leaf_of(return_type: GraphQLOutputType) -> _Leaf | None:
@@ -647,7 +689,7 @@ class FastExecutionContext(RequestExecutionContext):
                     continue
                 result = self._complete_fetched(step, parent_type, path, value, position_context)
                 results[response_name] = result
-                if is_awaitable(result):
+                if type(result) not in _PLAIN and is_awaitable(result):
                     append_awaitable(response_name)
         except Exception:
             if awaitable_fields:
@@ -973,12 +1015,24 @@ class FastExecutionContext(RequestExecutionContext):
                 return True, list(value)
         if value is None or value is Undefined:
             return (False, None) if leaf.non_null else (True, None)
-        if leaf.list_ or self.is_awaitable(value) or isinstance(value, Exception):
+        if type(value) is leaf.enum_type:
+            name = leaf.enum_names.get(value)
+            if name is not None:
+                return True, name
+        if (
+            leaf.list_
+            or isinstance(value, Exception)
+            or (type(value) not in _PLAIN and self.is_awaitable(value))
+        ):
             return False, None
+        # graphql-core's complete_leaf_value
         try:
-            return True, self.complete_leaf_value(leaf.leaf, value)
+            coerced = leaf.coerce(value)
         except Exception:
             return False, None  # graphql-core raises it again, located
+        if coerced is None or coerced is Undefined:
+            return False, None  # graphql-core's TypeError, located
+        return True, coerced
 
     def _complete_object(
         self, step: _Step, path: Path, result: Any, position_context: Any
@@ -989,10 +1043,23 @@ class FastExecutionContext(RequestExecutionContext):
         object_type = step.object_type
         assert object_type is not None
         try:
-            completed = self.collect_and_execute_subfields(
-                object_type, step.fields, path, result, position_context
+            # collect_and_execute_subfields; without @defer, straight to execute_fields
+            # (what execute_collected_subfields does then)
+            grouped_field_set, new_defer_usages, _ = self.collect_subfields(
+                object_type, step.fields
             )
-            if self.is_awaitable(completed):
+            if position_context is None and not new_defer_usages:
+                completed = self.execute_fields(object_type, result, path, grouped_field_set, None)
+            else:
+                completed = self.execute_collected_subfields(
+                    object_type,
+                    result,
+                    path,
+                    grouped_field_set,
+                    new_defer_usages,
+                    position_context,
+                )
+            if type(completed) is not dict and self.is_awaitable(completed):
                 return self._await_completed(completed, step.return_type, step.fields, path)
         except Exception as raw_error:
             self.handle_field_error(raw_error, step.return_type, step.fields, path)
