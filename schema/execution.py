@@ -42,9 +42,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from enum import Enum
 from math import isfinite
-from typing import Any
+from types import CoroutineType, GeneratorType
+from typing import Any, TypeGuard
+from uuid import UUID
 
 from graphql import (
     ExecutionResult,
@@ -104,6 +108,57 @@ def mark_loaded(resolver: Any, loader: Callable[[Any], Any], key: str) -> None:
 _FUTURE = asyncio.Future  # what DataLoader.load returns (the C implementation)
 # Completed values that are never awaitable (what is_awaitable answers at once for them)
 _PLAIN = frozenset({dict, list, str, int, float, bool, type(None)})
+_OBJECT_GETATTRIBUTE = object.__getattribute__
+_OBJECT_CLASS = object.__dict__["__class__"]
+_MAX_SYNC_TYPES = 1000
+
+
+def _never_awaitable(cls: type) -> bool:
+    """Whether no instance of `cls` can be awaitable by graphql-core's test (a coroutine, an
+    iterable coroutine, or something with `__await__`): not such a type, no `__await__`,
+    no per-instance attributes (no instance dict) and no attribute hooks to add one, and
+    the real `__class__`. Records, Money, Decimal, enums: the type decides, once."""
+    return (
+        not issubclass(cls, CoroutineType | GeneratorType)
+        and getattr(cls, "__await__", None) is None
+        and cls.__dictoffset__ == 0
+        and cls.__getattribute__ is _OBJECT_GETATTRIBUTE
+        and getattr(cls, "__getattr__", None) is None
+        and inspect.getattr_static(cls, "__class__") is _OBJECT_CLASS
+    )
+
+
+_IsAwaitable = Callable[[Any], TypeGuard[Awaitable[Any]]]
+# Types known never to be awaitable: the plain ones, C types without an instance dict
+# whose attribute lookup _never_awaitable cannot see is the generic one, and the types
+# _never_awaitable admits (bounded)
+_SYNC_TYPES: set[type] = {dict, list, str, int, float, bool, type(None)}
+_SYNC_TYPES.update((Decimal, datetime, date, time, timedelta, UUID))
+_BY_TYPE: dict[_IsAwaitable, _IsAwaitable] = {}
+
+
+def _by_type(is_awaitable: _IsAwaitable) -> _IsAwaitable:
+    """`is_awaitable`, answering from the value's type once the type is known never to
+    be awaitable (optimized_is_awaitable does that for built-in types only; every record
+    and Money paid two isinstance checks and a hasattr)."""
+    wrapped = _BY_TYPE.get(is_awaitable)
+    if wrapped is not None:
+        return wrapped
+    sync_types = _SYNC_TYPES
+
+    def by_type(value: Any) -> TypeGuard[Awaitable[Any]]:
+        cls = type(value)
+        if cls in sync_types:
+            return False
+        if is_awaitable(value):
+            return True
+        if len(sync_types) < _MAX_SYNC_TYPES and _never_awaitable(cls):
+            sync_types.add(cls)
+        return False
+
+    if len(_BY_TYPE) < 8:
+        _BY_TYPE[is_awaitable] = by_type
+    return by_type
 
 
 def _released(*_args: Any) -> Any:
@@ -565,6 +620,8 @@ class FastExecutionContext(RequestExecutionContext):
         super().__init__(*args, **kwargs)
         manager = self.middleware_manager
         self._fast = manager is None or not manager.middlewares
+        if self._fast:
+            self.is_awaitable = _by_type(self.is_awaitable)
         # An abort signal must interrupt every awaited value (graphql-core's
         # with_abort_signal): loader futures then take graphql-core's path one by one.
         self._wait_loaders = getattr(self, "abort_signal", None) is None

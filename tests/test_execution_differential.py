@@ -893,3 +893,50 @@ async def _tasks_started(operation: Awaitable[Any]) -> int:
     finally:
         loop.set_task_factory(previous)
     return started
+
+
+def test_is_awaitable_answers_from_the_type_only_where_the_type_decides() -> None:
+    """The fast executor's is_awaitable skips graphql-core's test for types none of whose
+    instances can be awaitable; anything an instance could change is still asked."""
+    from dataclasses import dataclass
+
+    from schema.execution import _by_type, _never_awaitable
+
+    @dataclass(frozen=True, slots=True)
+    class Record:
+        id: int
+
+    class WithDict:  # an instance may be given `__await__` of its own
+        pass
+
+    class Dynamic:
+        __slots__ = ()
+
+        def __getattr__(self, name: str) -> Any:
+            raise AttributeError(name)
+
+    class Waitable:
+        __slots__ = ()
+
+        def __await__(self) -> Iterator[None]:
+            yield None
+
+    assert _never_awaitable(Record)
+    assert not _never_awaitable(WithDict)
+    assert not _never_awaitable(Dynamic)
+    assert not _never_awaitable(Waitable)
+
+    is_awaitable = _by_type(optimized_is_awaitable)
+    assert not is_awaitable(Record(1)) and not is_awaitable(Record(2))
+    odd = WithDict()
+    assert not is_awaitable(odd)
+    odd.__await__ = lambda: iter(())  # type: ignore[attr-defined]
+    assert is_awaitable(odd)  # asked again: WithDict was never taken as never awaitable
+    assert is_awaitable(Waitable())
+
+    async def coroutine() -> None:
+        return None
+
+    pending = coroutine()
+    assert is_awaitable(pending)
+    pending.close()
