@@ -15,7 +15,7 @@ from models.accounts.tables import PERMISSIONS
 from models.errors import Problem
 from resolvers import accounts as r
 from resolvers.context import Context
-from schema.fields import computed, global_id
+from schema.fields import computed, global_id, records_of
 from schema.relay import Connection, Node
 
 if TYPE_CHECKING:
@@ -75,9 +75,7 @@ class Address(Node):
     country_area: str
     phone: str
 
-    @classmethod
-    def is_type_of(cls, obj: Any, _info: Any) -> bool:
-        return isinstance(obj, AddressRecord)
+    is_type_of = records_of(AddressRecord)
 
 
 def _permissions(root: strawberry.Parent[UserRecord]) -> list[Any]:
@@ -124,9 +122,7 @@ class User(Node):
     orders: OrderConnection = computed(_user_orders, OrderConnection, description="Newest first.")
     date_joined: datetime
 
-    @classmethod
-    def is_type_of(cls, obj: Any, _info: Any) -> bool:
-        return isinstance(obj, UserRecord)
+    is_type_of = records_of(UserRecord)
 
 
 # --------------------------------------------------------------------------- inputs

@@ -21,7 +21,7 @@ from models.money import money
 from models.pagination import Page
 from resolvers import catalog as r
 from resolvers.context import Context
-from schema.fields import computed, global_id, loaded
+from schema.fields import computed, global_id, loaded, records_of
 from schema.relay import Connection, Node
 
 Ctx = Info[Context, None]
@@ -124,9 +124,7 @@ class Product(Node):
     created_at: datetime
     updated_at: datetime
 
-    @classmethod
-    def is_type_of(cls, obj: Any, _info: Any) -> bool:
-        return isinstance(obj, ProductRecord)
+    is_type_of = records_of(ProductRecord)
 
 
 def _variant_price(root: strawberry.Parent[VariantRecord]) -> MoneyValue:
@@ -146,9 +144,7 @@ class ProductVariant(Node):
     quantity_available: int = strawberry.field(resolver=_variant_quantity)
     product: Product = loaded(lambda c: c.catalog.any_product_by_id, "product_id", Product)
 
-    @classmethod
-    def is_type_of(cls, obj: Any, _info: Any) -> bool:
-        return isinstance(obj, VariantRecord)
+    is_type_of = records_of(VariantRecord)
 
 
 ProductConnection = Connection[Product]
@@ -203,9 +199,7 @@ class Category(Node):
         )
         return page  # type: ignore[return-value]
 
-    @classmethod
-    def is_type_of(cls, obj: Any, _info: Any) -> bool:
-        return isinstance(obj, CategoryRecord)
+    is_type_of = records_of(CategoryRecord)
 
 
 @strawberry.type
@@ -231,9 +225,7 @@ class Collection(Node):
         )
         return page  # type: ignore[return-value]
 
-    @classmethod
-    def is_type_of(cls, obj: Any, _info: Any) -> bool:
-        return isinstance(obj, CollectionRecord)
+    is_type_of = records_of(CollectionRecord)
 
 
 def _page(page: Page[Any]) -> Any:

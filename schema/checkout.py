@@ -18,7 +18,7 @@ from resolvers import ids
 from resolvers.context import Context
 from schema.accounts import Address, AddressInput, User
 from schema.catalog import Money, ProductVariant
-from schema.fields import computed, global_id, loaded
+from schema.fields import computed, global_id, loaded, records_of
 from schema.orders import Order
 from schema.relay import Node
 
@@ -74,9 +74,7 @@ class ShippingMethod(Node):
         description="Orders whose subtotal (after discount) reaches this ship free.",
     )
 
-    @classmethod
-    def is_type_of(cls, obj: Any, _info: Any) -> bool:
-        return isinstance(obj, ShippingMethodRecord)
+    is_type_of = records_of(ShippingMethodRecord)
 
 
 async def _unit_price(root: strawberry.Parent[CheckoutLineRecord], info: Ctx) -> MoneyValue:
@@ -149,9 +147,7 @@ class Checkout(Node):
     created_at: datetime
     updated_at: datetime
 
-    @classmethod
-    def is_type_of(cls, obj: Any, _info: Any) -> bool:
-        return isinstance(obj, CheckoutRecord)
+    is_type_of = records_of(CheckoutRecord)
 
 
 # --------------------------------------------------------------------------- inputs, payloads

@@ -47,7 +47,7 @@ from decimal import Decimal
 from enum import Enum
 from math import isfinite
 from types import CoroutineType, GeneratorType
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, cast
 from uuid import UUID
 
 from graphql import (
@@ -78,7 +78,7 @@ from strawberry.types.fields.resolver import StrawberryResolver
 
 from models.db import RequestWork, end_request_work, run_inline, start_request_work
 
-__all__ = ["FastExecutionContext", "RequestExecutionContext", "mark_loaded"]
+__all__ = ["FastExecutionContext", "RequestExecutionContext", "mark_loaded", "mark_records"]
 
 _GRAPHQL_MIN_INT = -(2**31)
 _GRAPHQL_MAX_INT = 2**31 - 1
@@ -96,6 +96,30 @@ _LOADER = 6  # loader(context).load(getattr(source, key)): a `loaded` field (sch
 # `mark_loaded` puts (loader, key) on a resolver under this name: the resolver is exactly
 # `None if (value := getattr(root, key)) is None else loader(info.context).load(value)`.
 _LOADED_ATTR = "_shopql_loaded"
+
+
+# `mark_records` puts a record class on an `is_type_of` function under this name: it is
+# exactly `isinstance(obj, record_class)`, and ignores its info.
+_RECORDS_ATTR = "_shopql_records"
+
+
+def mark_records(is_type_of: Any, record_type: type) -> None:
+    """Declare that `is_type_of(obj, info)` is `isinstance(obj, record_type)` (info unused),
+    so the executor may test objects itself, without a ResolveInfo to call it with."""
+    setattr(is_type_of, _RECORDS_ATTR, record_type)
+
+
+def _records_of(object_type: GraphQLObjectType) -> type | None:
+    """The record class of an object type whose is_type_of is marked (`mark_records`)."""
+    is_type_of = object_type.is_type_of
+    return None if is_type_of is None else getattr(is_type_of, _RECORDS_ATTR, None)
+
+
+def _inline_object(object_type: Any) -> TypeGuard[GraphQLObjectType]:
+    """An object type whose values need no ResolveInfo: no is_type_of, or a marked one."""
+    return type(object_type) is GraphQLObjectType and (
+        object_type.is_type_of is None or _records_of(object_type) is not None
+    )
 
 
 def mark_loaded(resolver: Any, loader: Callable[[Any], Any], key: str) -> None:
@@ -420,9 +444,12 @@ class _Step:
         "field_def",
         "fields",
         "hot",
+        "item_object_type",
+        "item_type",
         "kind",
         "name",
         "object_type",
+        "records",
         "return_type",
         "typename",
     )
@@ -441,13 +468,22 @@ class _Step:
         self.return_type: GraphQLOutputType = field_def.type
         self.kind = kind
         self.typename = typename
-        # An object type (nullable or not) without is_type_of: its value needs no info
+        # An object type (nullable or not) whose values need no info (no is_type_of, or a
+        # marked one: `records` is then the class its values must be instances of)
         inner = (
             field_def.type.of_type if isinstance(field_def.type, GraphQLNonNull) else field_def.type
         )
-        self.object_type = (
-            inner if type(inner) is GraphQLObjectType and inner.is_type_of is None else None
-        )
+        self.object_type: GraphQLObjectType | None = inner if _inline_object(inner) else None
+        self.records = None if self.object_type is None else _records_of(self.object_type)
+        # A list of such objects (nullable or not, items nullable or not)
+        self.item_type: GraphQLOutputType | None = None
+        self.item_object_type: GraphQLObjectType | None = None
+        if type(inner) is GraphQLList:
+            item_type = inner.of_type
+            item_inner = item_type.of_type if type(item_type) is GraphQLNonNull else item_type
+            if _inline_object(item_inner):
+                self.item_type = item_type
+                self.item_object_type = item_inner
         leaf = kind.leaf
         exact = leaf.exact if leaf is not None and not leaf.list_ else None
         # What the loop reads for every field, in one tuple; `_NO_TYPE` matches no value
@@ -790,16 +826,19 @@ class FastExecutionContext(RequestExecutionContext):
             done, completed = self._complete_leaf_inline(leaf, value)
             if done:
                 return completed
-        elif (
-            step.object_type is not None
-            and value is not None
-            and value is not Undefined
-            and not self.is_awaitable(value)
-            and not isinstance(value, Exception)
-        ):
-            return self._complete_object(
-                step, Path(path, step.name, parent_type.name), value, position_context
-            )
+        elif step.object_type is not None:
+            records = step.records
+            if (
+                (isinstance(value, records) if records is not None else value is not None)
+                and value is not Undefined
+                and not self.is_awaitable(value)
+                and not isinstance(value, Exception)
+            ):
+                return self._complete_object(
+                    step, Path(path, step.name, parent_type.name), value, position_context
+                )
+        elif step.item_object_type is not None and type(value) is list and position_context is None:
+            return self._complete_list(step, parent_type, path, value)
         return self._complete_resolved(
             step, parent_type, Path(path, step.name, parent_type.name), value, position_context
         )
@@ -1091,12 +1130,44 @@ class FastExecutionContext(RequestExecutionContext):
             return False, None  # graphql-core's TypeError, located
         return True, coerced
 
+    def _complete_list(
+        self, step: _Step, parent_type: GraphQLObjectType, path: Path | None, value: list[Any]
+    ) -> AwaitableOrValue[Any]:
+        """_complete_resolved for a list of objects that need no info: complete_value's
+        list path (`complete_value` below) without building the field's ResolveInfo, which
+        is built only if an item needs graphql-core's own path."""
+        field_path = Path(path, step.name, parent_type.name)
+        field_details_list = step.fields
+        if self._may_stream and self.get_stream_usage(field_details_list, field_path) is not None:
+            return self._complete_resolved(step, parent_type, field_path, value, None)
+        item_type, object_type = step.item_type, step.item_object_type
+        assert item_type is not None and object_type is not None
+
+        def info() -> GraphQLResolveInfo:
+            return self.build_resolve_info(
+                step.field_def, [d.node for d in field_details_list], parent_type, field_path
+            )
+
+        try:
+            completed = self._complete_object_list(
+                item_type, object_type, field_details_list, info, field_path, value, None
+            )
+            if type(completed) is not list and self.is_awaitable(completed):
+                return self._await_completed(
+                    completed, step.return_type, field_details_list, field_path
+                )
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, step.return_type, field_details_list, field_path)
+            return None
+        return completed
+
     def _complete_object(
         self, step: _Step, path: Path, result: Any, position_context: Any
     ) -> AwaitableOrValue[Any]:
         """complete_value for a present, synchronous value of an object type without
-        is_type_of: complete_object_value reduced to collect_and_execute_subfields (the
-        result is a dict or an awaitable, never null, so the non-null check is moot)."""
+        is_type_of or whose marked is_type_of holds for it: complete_object_value reduced to
+        collect_and_execute_subfields (the result is a dict or an awaitable, never null,
+        so the non-null check is moot)."""
         object_type = step.object_type
         assert object_type is not None
         try:
@@ -1174,7 +1245,7 @@ class FastExecutionContext(RequestExecutionContext):
         item_type: GraphQLOutputType,
         object_type: GraphQLObjectType,
         field_details_list: FieldDetailsList,
-        info: GraphQLResolveInfo,
+        info: GraphQLResolveInfo | Callable[[], GraphQLResolveInfo],
         path: Path,
         items: list[Any],
         position_context: Any,
@@ -1183,9 +1254,20 @@ class FastExecutionContext(RequestExecutionContext):
         item completed straight through is_type_of and its subfields (what
         complete_list_item_value -> complete_value -> complete_object_value do for it);
         other items (null, awaitable, exception values, a non-boolean is_type_of) take
-        graphql-core's own per-item path."""
+        graphql-core's own per-item path. `info` may be a function building the field's
+        info: called only when needed (an unmarked is_type_of, an item graphql-core
+        completes)."""
         is_awaitable = self.is_awaitable
         is_type_of = object_type.is_type_of
+        records = _records_of(object_type)
+        make_info: Callable[[], GraphQLResolveInfo] | None = None
+        field_info: GraphQLResolveInfo | None
+        if callable(info):
+            make_info, field_info = info, None
+            if records is None and is_type_of is not None:
+                field_info = make_info()
+        else:
+            field_info = info
         completed_results: list[Any] = []
         append = completed_results.append
         awaitable_indices: list[int] = []
@@ -1206,15 +1288,23 @@ class FastExecutionContext(RequestExecutionContext):
                     item is None
                     or is_awaitable(item)
                     or isinstance(item, Exception)
-                    or (is_type_of is not None and is_type_of(item, info) is not True)
+                    or (
+                        not isinstance(item, records)
+                        if records is not None
+                        else is_type_of is not None
+                        and is_type_of(item, cast(GraphQLResolveInfo, field_info)) is not True
+                    )
                 ):
+                    if field_info is None:
+                        assert make_info is not None
+                        field_info = make_info()
                     if is_awaitable(item):
                         append(
                             self.complete_awaitable_list_item_value(
                                 item,
                                 item_type,
                                 field_details_list,
-                                info,
+                                field_info,
                                 item_path,
                                 position_context,
                             )
@@ -1225,7 +1315,7 @@ class FastExecutionContext(RequestExecutionContext):
                         completed_results,
                         item_type,
                         field_details_list,
-                        info,
+                        field_info,
                         item_path,
                         position_context,
                     ):

@@ -10,7 +10,7 @@ import strawberry
 
 from models.money import Money, money
 from resolvers import ids
-from schema.execution import mark_loaded
+from schema.execution import mark_loaded, mark_records
 
 
 def computed(resolver: Any, graphql_type: Any, **kw: Any) -> Any:
@@ -46,3 +46,15 @@ def loaded(loader: Callable[[Any], Any], key: str, graphql_type: Any, **kw: Any)
 
     mark_loaded(resolve, loader, key)  # the executor may call the loader directly
     return computed(resolve, graphql_type, **kw)
+
+
+def records_of(record_type: type) -> Any:
+    """A Node type's `is_type_of` classmethod: its objects are the `record_type` records
+    (the Node interface resolves types by it). Marked, so the executor may test
+    `isinstance(obj, record_type)` itself, without building a ResolveInfo to call it."""
+
+    def is_type_of(cls: type, obj: Any, _info: Any) -> bool:
+        return isinstance(obj, record_type)
+
+    mark_records(is_type_of, record_type)
+    return classmethod(is_type_of)

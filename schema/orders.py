@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from strawberry.types import Info
@@ -14,7 +14,7 @@ from models.orders.queries import OrderRecord, PaymentRecord
 from resolvers import orders as r
 from resolvers.context import Context
 from schema.catalog import Money, ProductVariant, SortDirection
-from schema.fields import computed, global_id, loaded, money_of
+from schema.fields import computed, global_id, loaded, money_of, records_of
 from schema.relay import Connection, Node
 
 if TYPE_CHECKING:
@@ -74,9 +74,7 @@ class Payment(Node):
     psp_reference: str | None
     created_at: datetime
 
-    @classmethod
-    def is_type_of(cls, obj: Any, _info: Any) -> bool:
-        return isinstance(obj, PaymentRecord)
+    is_type_of = records_of(PaymentRecord)
 
 
 @strawberry.type
@@ -112,9 +110,7 @@ class Fulfillment(Node):
         lambda c: c.commerce.fulfillment_lines_by_fulfillment_id, "id", list[FulfillmentLine]
     )
 
-    @classmethod
-    def is_type_of(cls, obj: Any, _info: Any) -> bool:
-        return isinstance(obj, FulfillmentRecord)
+    is_type_of = records_of(FulfillmentRecord)
 
 
 @strawberry.type
@@ -146,9 +142,7 @@ class Order(Node):
     created_at: datetime
     updated_at: datetime
 
-    @classmethod
-    def is_type_of(cls, obj: Any, _info: Any) -> bool:
-        return isinstance(obj, OrderRecord)
+    is_type_of = records_of(OrderRecord)
 
 
 @strawberry.type

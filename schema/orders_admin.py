@@ -20,7 +20,7 @@ from resolvers.context import Context
 from schema.admin import StaffError, staff_mutation
 from schema.catalog import Money
 from schema.checkout import ShippingMethod
-from schema.fields import computed, global_id
+from schema.fields import computed, global_id, records_of
 from schema.orders import Order
 from schema.relay import Connection, Node
 
@@ -61,9 +61,7 @@ class PromoCode(Node):
     created_at: datetime
     updated_at: datetime
 
-    @classmethod
-    def is_type_of(cls, obj: Any, _info: Any) -> bool:
-        return isinstance(obj, PromoCodeRecord)
+    is_type_of = records_of(PromoCodeRecord)
 
 
 @strawberry.input

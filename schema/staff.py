@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import strawberry
 from strawberry.types import Info
@@ -15,7 +14,7 @@ from resolvers import staff as r
 from resolvers.context import Context
 from schema.accounts import Permission, User
 from schema.admin import StaffError, staff_mutation
-from schema.fields import computed, global_id, loaded
+from schema.fields import computed, global_id, loaded, records_of
 from schema.relay import Connection, Node
 
 Ctx = Info[Context, None]
@@ -45,9 +44,7 @@ class AuditEntry(Node):
     )
     created_at: datetime
 
-    @classmethod
-    def is_type_of(cls, obj: Any, _info: Any) -> bool:
-        return isinstance(obj, AuditRecord)
+    is_type_of = records_of(AuditRecord)
 
 
 @strawberry.input

@@ -15,7 +15,7 @@ from models.webhooks.worker import body_of
 from resolvers import webhooks as r
 from resolvers.context import Context
 from schema.admin import StaffError, staff_mutation
-from schema.fields import computed, global_id
+from schema.fields import computed, global_id, records_of
 from schema.relay import Connection, Node
 
 Ctx = Info[Context, None]
@@ -102,9 +102,7 @@ class Webhook(Node):
         args = PageArgs(first=first, after=after, last=last, before=before)
         return await r.deliveries_of(info.context, record.id, args=args)  # type: ignore[return-value]
 
-    @classmethod
-    def is_type_of(cls, obj: Any, _info: Any) -> bool:
-        return isinstance(obj, WebhookRecord)
+    is_type_of = records_of(WebhookRecord)
 
 
 @strawberry.type(description="One event for one webhook, and how sending it went.")
@@ -124,9 +122,7 @@ class WebhookDelivery(Node):
         _attempt_log, list[WebhookAttempt], description="Oldest first."
     )
 
-    @classmethod
-    def is_type_of(cls, obj: Any, _info: Any) -> bool:
-        return isinstance(obj, DeliveryRecord)
+    is_type_of = records_of(DeliveryRecord)
 
 
 @strawberry.input
