@@ -25,8 +25,23 @@ class Money:
     currency: str
 
 
+# Money values are immutable: the same amount in the same currency is built once (every
+# listing answers the same few prices over and over). Bounded: it starts over when full.
+_BUILT: dict[tuple[int, str], Money] = {}
+_MAX_BUILT = 4096
+
+
 def money(minor: int, currency: str) -> Money:
-    return Money(Decimal(minor).scaleb(-exponent(currency)), currency)
+    if type(minor) is not int:
+        return Money(Decimal(minor).scaleb(-exponent(currency)), currency)
+    key = (minor, currency)
+    built = _BUILT.get(key)
+    if built is None:
+        built = Money(Decimal(minor).scaleb(-exponent(currency)), currency)
+        if len(_BUILT) >= _MAX_BUILT:
+            _BUILT.clear()
+        _BUILT[key] = built
+    return built
 
 
 def to_minor(amount: Decimal, currency: str, *, rounding: str = ROUND_HALF_EVEN) -> int:
