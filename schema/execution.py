@@ -131,7 +131,7 @@ def mark_loaded(resolver: Any, loader: Callable[[Any], Any], key: str) -> None:
 
 _FUTURE = asyncio.Future  # what DataLoader.load returns (the C implementation)
 # Completed values that are never awaitable (what is_awaitable answers at once for them)
-_PLAIN = frozenset({dict, list, str, int, float, bool, type(None)})
+_PLAIN: frozenset[type] = frozenset({dict, list, str, int, float, bool, type(None)})
 _OBJECT_GETATTRIBUTE = object.__getattribute__
 _OBJECT_CLASS = object.__dict__["__class__"]
 _MAX_SYNC_TYPES = 1000
@@ -156,8 +156,7 @@ _IsAwaitable = Callable[[Any], TypeGuard[Awaitable[Any]]]
 # Types known never to be awaitable: the plain ones, C types without an instance dict
 # whose attribute lookup _never_awaitable cannot see is the generic one, and the types
 # _never_awaitable admits (bounded)
-_SYNC_TYPES: set[type] = {dict, list, str, int, float, bool, type(None)}
-_SYNC_TYPES.update((Decimal, datetime, date, time, timedelta, UUID))
+_SYNC_TYPES: set[type] = {*_PLAIN, Decimal, datetime, date, time, timedelta, UUID}
 _BY_TYPE: dict[_IsAwaitable, _IsAwaitable] = {}
 
 

@@ -27,29 +27,26 @@ async def test_a_connection_closed_under_a_request_is_retried_once() -> None:
     assert calls == ["/graphql", "/graphql"]
 
 
-async def test_a_server_that_keeps_failing_stops_the_run() -> None:
+@pytest.mark.parametrize(
+    ("error", "attempts", "message"),
+    [
+        # a server that keeps failing stops the run, after one retry
+        (httpx.RemoteProtocolError("Server disconnected"), 2, "RemoteProtocolError twice"),
+        # a refused connection is not a stale one: not retried
+        (httpx.ConnectError("refused"), 1, "ConnectError"),
+    ],
+)
+async def test_a_failing_server_stops_the_run(
+    error: httpx.TransportError, attempts: int, message: str
+) -> None:
     calls = 0
 
     def handler(request: httpx.Request) -> httpx.Response:
         nonlocal calls
         calls += 1
-        raise httpx.RemoteProtocolError("Server disconnected", request=request)
+        raise error
 
     async with _client(httpx.MockTransport(handler)) as http:
-        with pytest.raises(load.LoadError, match="RemoteProtocolError twice"):
+        with pytest.raises(load.LoadError, match=message):
             await load.send(http, load.Request("GET", "/graphql"))
-    assert calls == 2
-
-
-async def test_a_refused_connection_is_not_retried() -> None:
-    calls = 0
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal calls
-        calls += 1
-        raise httpx.ConnectError("refused", request=request)
-
-    async with _client(httpx.MockTransport(handler)) as http:
-        with pytest.raises(load.LoadError, match="ConnectError"):
-            await load.send(http, load.Request("GET", "/graphql"))
-    assert calls == 1
+    assert calls == attempts
