@@ -205,34 +205,57 @@ def track_request_task(task: asyncio.Future[Any]) -> None:
         work.track(task)
 
 
+def sql_stats() -> SqlStats | None:
+    """The current request's statement counter, if it counts (`track_sql`)."""
+    return _sql_stats.get()
+
+
+def statement_started(stats: SqlStats, conn: Any, statement: str) -> None:
+    stats.count += 1
+    stats._started.append(time.perf_counter())
+    if stats.tracer is not None:
+        stats.tracer.start(conn, statement)
+
+
+def statement_ended(stats: SqlStats, conn: Any) -> None:
+    if stats._started:
+        stats.seconds += time.perf_counter() - stats._started.pop()
+        if stats.tracer is not None:
+            stats.tracer.end(conn)
+
+
+def statement_failed(stats: SqlStats, conn: Any, error: BaseException | None) -> None:
+    """Close a failed statement's timing (and span) so the next one pairs correctly."""
+    if stats._started:
+        stats.seconds += time.perf_counter() - stats._started.pop()
+        if stats.tracer is not None and conn is not None:
+            if error is None:
+                stats.tracer.end(conn)
+            else:
+                stats.tracer.fail(conn, error)
+
+
 def _before_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
     stats = _sql_stats.get()
     if stats is not None and not statement.startswith("BEGIN"):
-        stats.count += 1
-        stats._started.append(time.perf_counter())
-        if stats.tracer is not None:
-            stats.tracer.start(conn, statement)
+        statement_started(stats, conn, statement)
 
 
 def _after_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
     stats = _sql_stats.get()
-    if stats is not None and stats._started and not statement.startswith("BEGIN"):
-        stats.seconds += time.perf_counter() - stats._started.pop()
-        if stats.tracer is not None:
-            stats.tracer.end(conn)
+    if stats is not None and not statement.startswith("BEGIN"):
+        statement_ended(stats, conn)
 
 
 def _execute_failed(exc_context: Any) -> None:
     """A statement raised: close its timing (and span) so the next one pairs correctly."""
     stats = _sql_stats.get()
     statement = exc_context.statement
-    if stats is None or not stats._started or not statement or statement.startswith("BEGIN"):
+    if stats is None or not statement or statement.startswith("BEGIN"):
         return
     if getattr(exc_context, "cursor", None) is None:
         return  # failed before before_cursor_execute ran
-    stats.seconds += time.perf_counter() - stats._started.pop()
-    if stats.tracer is not None and exc_context.connection is not None:
-        stats.tracer.fail(exc_context.connection, exc_context.original_exception)
+    statement_failed(stats, exc_context.connection, exc_context.original_exception)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -349,15 +372,21 @@ async def _checkout(engine: AsyncEngine) -> AsyncConnection:
     raise cancelled
 
 
-async def _close(conn: AsyncConnection) -> None:
-    """Close (return to the pool) to the end, even when the caller is cancelled meanwhile."""
-    finished, closing = _start(conn.close())
+async def shielded(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` to its end even when the caller is cancelled meanwhile (that cancellation
+    is raised afterwards); inline as far as it does not wait (`_start`)."""
+    finished, running = _start(coro)
     if finished:
-        return
-    cancelled = await _finish(closing)
+        return cast(T, running)
+    cancelled = await _finish(running)
     if cancelled is not None:
         raise cancelled
-    closing.result()
+    return cast(T, running.result())
+
+
+async def _close(conn: AsyncConnection) -> None:
+    """Close (return to the pool) to the end, even when the caller is cancelled meanwhile."""
+    await shielded(conn.close())
 
 
 class BuiltStatements:

@@ -27,6 +27,7 @@ from models.accounts.tables import (
 from models.accounts.tokens import new_opaque_token, new_session_id, token_hash
 from models.db import utcnow
 from models.grouping import group_records
+from models.reads import fetch_all, keys_in
 
 
 @dataclass(slots=True)
@@ -86,9 +87,7 @@ def _with_permissions(stmt: sa.Select[Any]) -> sa.Select[Any]:
 
 # Built once, values bound at execution: these run on every request (authentication,
 # user loaders).
-_USERS_BY_IDS = _with_permissions(
-    sa.select(*_USER_COLUMNS).where(users.c.id.in_(sa.bindparam("ids", expanding=True)))
-)
+_USERS_BY_IDS = _with_permissions(sa.select(*_USER_COLUMNS).where(keys_in(users.c.id)))
 _VIEWER = _with_permissions(
     sa.select(*_USER_COLUMNS)
     .join(auth_sessions, auth_sessions.c.user_id == users.c.id)
@@ -105,7 +104,7 @@ async def _users(
     conn: AsyncConnection, stmt: sa.Select[Any], params: Mapping[str, Any]
 ) -> list[UserRecord]:
     """The UserRecords of a `_with_permissions` statement's rows."""
-    rows = (await conn.execute(stmt, params)).all()
+    rows = await fetch_all(conn, stmt, params)
     found: dict[int, tuple[Any, set[str]]] = {}
     for row in rows:
         entry = found.setdefault(row.id, (row, set()))
@@ -113,7 +112,7 @@ async def _users(
             entry[1].add(row.permission)
     names = [c.name for c in _USER_COLUMNS]
     return [
-        UserRecord(**{n: row._mapping[n] for n in names}, permissions=frozenset(perms))
+        UserRecord(**{n: getattr(row, n) for n in names}, permissions=frozenset(perms))
         for row, perms in found.values()
     ]
 

@@ -20,6 +20,7 @@ from models.grouping import group_records
 from models.orders.tables import order_lines, orders
 from models.pagination import Page, PageArgs, SortKey, Window, group_rows, per_parent
 from models.payments.tables import payments
+from models.reads import fetch_all, keys_in
 
 
 @dataclass(slots=True)
@@ -259,7 +260,7 @@ async def payments_by_ids(
 # Built once (values bound at execution): the lines of every order listing.
 _LINES_BY_ORDER_IDS = (
     sa.select(*_LINE_COLUMNS)
-    .where(order_lines.c.order_id.in_(sa.bindparam("ids", expanding=True)))
+    .where(keys_in(order_lines.c.order_id))
     .order_by(order_lines.c.order_id, order_lines.c.id)
 )
 
@@ -267,7 +268,7 @@ _LINES_BY_ORDER_IDS = (
 async def lines_by_order_ids(
     conn: AsyncConnection, *, order_ids: Sequence[int]
 ) -> dict[int, list[OrderLineRecord]]:
-    rows = (await conn.execute(_LINES_BY_ORDER_IDS, {"ids": list(order_ids)})).all()
+    rows = await fetch_all(conn, _LINES_BY_ORDER_IDS, {"ids": list(order_ids)})
     return group_records(rows, "order_id", OrderLineRecord)
 
 
@@ -380,7 +381,7 @@ async def orders_by_users(
         return per_parent(window, user_ids, base_for)
 
     stmt = _LISTINGS.get(("by_users", window, tuple(user_ids)), build)
-    rows = (await conn.execute(stmt)).all()
+    rows = await fetch_all(conn, stmt)
     return group_rows(window, rows)
 
 

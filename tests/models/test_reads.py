@@ -1,0 +1,176 @@
+"""models.reads: hot reads through the driver answer what SQLAlchemy's execution would.
+
+On PostgreSQL read connections `fetch_all` runs statements on asyncpg directly; everywhere
+else it is SQLAlchemy's own execution. Both runs of the suite check the same answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from models.catalog import queries as q
+from models.catalog.tables import categories, products, variants
+from models.db import Database, track_sql
+from models.reads import fetch_all, fetch_first, keys_in
+
+pytestmark = pytest.mark.asyncio
+
+ROWS_STATEMENTS = [
+    # timestamps (a type with result and bind processors), booleans, a keyed batch
+    sa.select(products.c.id, products.c.slug, products.c.created_at, products.c.is_published)
+    .where(keys_in(products.c.id))
+    .order_by(products.c.id),
+    # a compiled-in value and a LIMIT, labels, an aggregate
+    sa.select(variants.c.product_id.label("pid"), sa.func.count().label("n"))
+    .where(variants.c.quantity >= 0)
+    .group_by(variants.c.product_id)
+    .order_by(variants.c.product_id)
+    .limit(7),
+    # a float whose conversion depends on the type the server reports
+    sa.select(categories.c.id, sa.cast(categories.c.level, sa.Float()).label("weight"))
+    .where(keys_in(categories.c.id))
+    .order_by(categories.c.id),
+]
+
+
+def _plain(rows: Any) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in rows]
+
+
+@pytest.mark.parametrize("index", range(len(ROWS_STATEMENTS)))
+async def test_rows_equal_sqlalchemys_with_the_same_names_and_types(
+    catalog_db: Database, index: int
+) -> None:
+    stmt = ROWS_STATEMENTS[index]
+    params = {"ids": [5, 1, 3, 999_999]} if "ids" in str(stmt) else None
+    async with catalog_db.read() as conn:
+        expected = (await conn.execute(stmt, params)).all()
+        answered = await fetch_all(conn, stmt, params)
+        again = await fetch_all(conn, stmt, params)  # the compiled plan, reused
+    assert expected, "the statement must find rows for the comparison to mean anything"
+    assert _plain(answered) == _plain(expected) == _plain(again)
+    for mine, theirs in zip(answered, expected, strict=True):
+        for name in stmt.selected_columns.keys():  # noqa: SIM118
+            assert getattr(mine, name) == getattr(theirs, name)
+            assert type(getattr(mine, name)) is type(getattr(theirs, name))
+    if index == 0:
+        stamp = answered[0].created_at
+        assert isinstance(stamp, datetime) and stamp.utcoffset() is not None
+
+
+async def test_an_empty_batch_finds_nothing(catalog_db: Database) -> None:
+    async with catalog_db.read() as conn:
+        assert await q.variants_by_product_ids(conn, product_ids=[]) == {}
+        assert await q.categories_by_ids(conn, ids=[]) == {}
+
+
+async def test_hostile_values_are_bound_not_spliced(catalog_db: Database) -> None:
+    async with catalog_db.read() as conn:
+        for slug in ["x' OR '1'='1", "'; DROP TABLE products; --", "ü\u202e" * 100, ""]:
+            assert await q.product_by_slug(conn, slug=slug, published_only=False) is None
+        first = await fetch_first(conn, sa.select(products.c.slug).order_by(products.c.id))
+        assert first is not None
+        found = await q.product_by_slug(conn, slug=first.slug, published_only=False)
+        assert found is not None and found.slug == first.slug
+
+
+async def test_each_statement_is_counted_once(catalog_db: Database) -> None:
+    async def run() -> int:
+        stats = track_sql()
+        async with catalog_db.read() as conn:
+            await q.variants_by_product_ids(conn, product_ids=[1, 2, 3])
+            await q.categories_by_ids(conn, ids=[1])
+            await fetch_first(conn, ROWS_STATEMENTS[1])
+        return stats.count
+
+    assert await asyncio.create_task(run()) == 3
+
+
+class _Undo(Exception):
+    pass
+
+
+async def test_a_transaction_sees_its_own_writes(fresh_db: Database) -> None:
+    """Inside a write transaction the statement runs in it (SQLAlchemy's execution)."""
+    async with fresh_db.read() as conn:
+        before = await fetch_first(conn, sa.select(sa.func.max(products.c.id).label("top")))
+    assert before is not None
+    top = before.top
+    stmt = sa.select(products.c.name).where(keys_in(products.c.id))
+    with pytest.raises(_Undo):
+        async with fresh_db.transaction() as conn:
+            await conn.execute(products.update().where(products.c.id == top).values(name="new"))
+            inside = await fetch_all(conn, stmt, {"ids": [top]})
+            assert [row.name for row in inside] == ["new"]
+            raise _Undo
+    async with fresh_db.read() as conn:
+        after = await fetch_all(conn, stmt, {"ids": [top]})
+    assert len(after) == 1 and after[0].name != "new"
+
+
+async def test_a_read_failing_in_the_database_raises_and_the_pool_goes_on(
+    catalog_db: Database,
+) -> None:
+    if not catalog_db.url.startswith("postgresql"):
+        pytest.skip("SQLite answers NULL for a division by zero")
+    bad = sa.select((products.c.id / sa.literal(0)).label("boom"))
+    for _ in range(2):
+        with pytest.raises(Exception, match="division by zero"):
+            async with catalog_db.read() as conn:
+                await fetch_all(conn, bad)
+        async with catalog_db.read() as conn:
+            assert await q.categories_by_ids(conn, ids=[1])
+
+
+async def test_a_lost_connection_is_not_handed_out_again(fresh_url: str) -> None:
+    """The server drops a read connection: that read fails, the next ones get a live one."""
+    if not fresh_url.startswith("postgresql"):
+        pytest.skip("terminating a server connection is a PostgreSQL test")
+    db, other = Database(fresh_url, pool_size=1), Database(fresh_url)
+    try:
+        async with db.read() as conn:
+            pid = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+        async with other.transaction() as killer:
+            await killer.execute(sa.select(sa.func.pg_terminate_backend(pid)))
+        with pytest.raises(Exception):  # noqa: B017  # the driver's connection error
+            async with db.read() as conn:
+                await q.categories_by_ids(conn, ids=[1])
+        for _ in range(3):
+            async with db.read() as conn:
+                assert await q.categories_by_ids(conn, ids=[1])
+    finally:
+        await db.dispose()
+        await other.dispose()
+
+
+async def test_a_cancelled_read_leaves_no_task_and_no_busy_connection(fresh_url: str) -> None:
+    """Cancelled mid-query (a field nulled by its sibling's error): nothing of it outlives
+    the cancellation, and the pool hands out no connection still cancelling a query."""
+    db = Database(fresh_url, pool_size=1)
+    slow = sa.select(sa.func.pg_sleep(5).label("x"), products.c.id).limit(1)
+    if not fresh_url.startswith("postgresql"):
+        slow = sa.select(products.c.id, products.c.slug).limit(1)
+    try:
+
+        async def read() -> None:
+            async with db.read() as conn:
+                await fetch_all(conn, slow)
+                await asyncio.sleep(5)  # SQLite: cancelled here instead
+
+        task = asyncio.create_task(read())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        assert not [t for t in others if "_cancel" in repr(t) or "read" in repr(t)]
+        assert db.checked_out() == 0
+        async with db.read() as conn:
+            assert await asyncio.wait_for(q.categories_by_ids(conn, ids=[1]), 2)
+    finally:
+        await db.dispose()
