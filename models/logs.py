@@ -109,4 +109,13 @@ def configure_logging(settings: Settings, *, stream: IO[str] | None = None) -> N
     config = logging_config(settings)
     if stream is not None:
         config["handlers"]["default"]["stream"] = stream
+    # `uvicorn --no-access-log` leaves its access logger without handlers and not
+    # propagating, before the app factory runs: keep it off rather than route it to ours.
+    access = logging.getLogger("uvicorn.access")
+    if not access.propagate and not access.handlers:
+        config["loggers"]["uvicorn.access"] = {
+            "level": "WARNING",
+            "handlers": [],
+            "propagate": False,
+        }
     logging.config.dictConfig(config)

@@ -338,6 +338,24 @@ def test_logging_config_applies_format_level_and_quiet_loggers(restore_logging: 
     assert config["loggers"]["uvicorn.access"]["level"] == "INFO"
 
 
+@pytest.mark.parametrize("uvicorn_access_log", [True, False])
+def test_uvicorn_no_access_log_keeps_uvicorns_access_log_off(
+    restore_logging: None, uvicorn_access_log: bool
+) -> None:
+    """`uvicorn app:create_app_from_env --factory --no-access-log` (the benchmarks): the
+    factory's logging set-up must not turn uvicorn's access log back on; without the flag,
+    and with ours off (SHOPQL_ACCESS_LOG=0), uvicorn's access lines are logged."""
+    from uvicorn.config import Config
+
+    Config("app:create_app_from_env", access_log=uvicorn_access_log).configure_logging()
+    stream = io.StringIO()
+    configure_logging(Settings(secret_key=TEST_SECRET, access_log=False), stream=stream)
+    access = logging.getLogger("uvicorn.access")
+    access.info('127.0.0.1:1 - "POST /graphql HTTP/1.1" 200')
+    assert access.hasHandlers() is uvicorn_access_log  # what uvicorn's protocol checks
+    assert ("POST /graphql" in stream.getvalue()) is uvicorn_access_log
+
+
 async def test_logs_never_carry_secrets(fresh_db: Database, restore_logging: None) -> None:
     """A whole customer journey at DEBUG, in both formats: no password, token, email,
     payment token or reset token appears anywhere in the output."""
