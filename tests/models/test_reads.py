@@ -174,3 +174,46 @@ async def test_a_cancelled_read_leaves_no_task_and_no_busy_connection(fresh_url:
             assert await asyncio.wait_for(q.categories_by_ids(conn, ids=[1]), 2)
     finally:
         await db.dispose()
+
+
+def _batch_statements() -> list[tuple[str, Any]]:
+    from models.accounts import queries as accounts
+    from models.orders import queries as orders
+
+    return [
+        ("product_variants", q._VARIANTS_BY_PRODUCT_IDS),
+        ("product_images", q._IMAGES_BY_PRODUCT_IDS),
+        ("categories", q._CATEGORIES_BY_IDS),
+        ("products", q._PRODUCTS_BY_IDS),
+        ("order_lines", orders._LINES_BY_ORDER_IDS),
+        ("users", accounts._USERS_BY_IDS),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("table", "index"), [(t, i) for i, (t, _) in enumerate(_batch_statements())]
+)
+async def test_batches_find_their_rows_through_an_index(
+    catalog_db: Database, table: str, index: int
+) -> None:
+    """A batch's keys condition must be one an index serves: on SQLite a boolean-typed
+    condition rendered as `(... IN (...)) = 1` scanned whole tables (6 ms per batch on
+    100,000 products) while every answer stayed right."""
+    stmt = _batch_statements()[index][1].params(ids=[1, 2, 3])
+    async with catalog_db.read() as conn:
+        sql = str(
+            stmt.compile(
+                dialect=conn.dialect,
+                compile_kwargs={"literal_binds": True, "render_postcompile": True},
+            )
+        )
+    if catalog_db.is_sqlite:
+        async with catalog_db.read() as conn:
+            plan = [row[3] for row in (await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))]
+        assert not [step for step in plan if step.split()[:2] == ["SCAN", table]], plan
+        assert any(step.startswith(f"SEARCH {table} ") for step in plan), plan
+    else:
+        async with catalog_db.transaction() as conn:
+            await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = "\n".join(row[0] for row in await conn.exec_driver_sql("EXPLAIN " + sql))
+        assert f"Seq Scan on {table}" not in plan, plan
