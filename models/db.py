@@ -389,6 +389,11 @@ async def _close(conn: AsyncConnection) -> None:
     await shielded(conn.close())
 
 
+# The execution option marking connections from `Database.read()`: autocommit reads,
+# which models.reads runs on the driver directly.
+READ_OPTION = "shopql_read"
+
+
 class BuiltStatements:
     """Statements built once per distinct description (a hashable key of everything they
     depend on) and reused: building a Select and deriving its cache key each time costs
@@ -472,9 +477,11 @@ class Database:
             event.listen(reader_sync, "before_cursor_execute", _before_execute)
             event.listen(reader_sync, "after_cursor_execute", _after_execute)
             event.listen(reader_sync, "handle_error", _execute_failed)
-            self._reader: AsyncEngine = self._reader_engine
+            self._reader: AsyncEngine = self._reader_engine.execution_options(**{READ_OPTION: True})
         else:
-            self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._reader = self.engine.execution_options(
+                isolation_level="AUTOCOMMIT", **{READ_OPTION: True}
+            )
         self.events = EventBus()
 
     @property

@@ -2,29 +2,32 @@
 
 `fetch_all(conn, stmt, params)` answers the rows of a read statement, as
 `(await conn.execute(stmt, params)).all()` would: rows with one attribute per selected
-column, values through the columns' SQLAlchemy types. On a PostgreSQL connection checked
-out for reads (autocommit), the statement is compiled once (per statement object) and
-run with asyncpg's `fetch` (its prepared-statement cache). SQLAlchemy's execution
-(execution context, greenlet switch, expanding-IN compilation, result rows) was most of
-a batch's cost: the variants of 24 products took 0.53 ms through it and take 0.31 ms
-this way, the round trip included. Everywhere else (SQLite, transactions, statements
-this path cannot run as they are) it is SQLAlchemy's own execution.
+column, values through the columns' SQLAlchemy types. On a connection from
+`Database.read()` (autocommit reads) the statement is compiled once (per statement
+object) and run on the driver: asyncpg's `fetch` (its prepared-statement cache), or
+aiosqlite's `execute_fetchall` (one trip to its thread; SQLAlchemy's adapter makes four).
+SQLAlchemy's execution (execution context, greenlet switch, expanding-IN compilation,
+result rows) was most of a batch's cost: on PostgreSQL the variants of 24 products took
+0.53 ms through it and take 0.31 ms this way, the round trip included. Elsewhere
+(transactions, statements this path cannot run as they are) it is SQLAlchemy's own
+execution.
 
 What SQLAlchemy does around a statement is kept: the request's statement count, time and
 tracing span (models.db's cursor hooks); a connection that was lost, or whose statement
 was cancelled, is invalidated rather than returned to the pool. (Driver errors arrive as
-asyncpg raised them: no read path tells them apart; the API masks them either way.)
+the driver raised them: no read path tells them apart; the API masks them either way.)
 
 `keys_in(column)` is the batch condition, `column IN (:ids)` with the list of keys bound
-as `ids`: `= ANY($1)` on PostgreSQL (one prepared statement for every batch size),
-an expanding `IN` elsewhere.
+as `ids` in one parameter: `= ANY($1)` on PostgreSQL, `IN (SELECT value FROM
+json_each(?))` on SQLite, so one statement text serves every batch size (an expanding
+`IN` on other dialects).
 """
 
 from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -61,6 +64,16 @@ class _KeysIn(ColumnElement[bool]):
 @compiles(_KeysIn)
 def _keys_in_default(element: _KeysIn, compiler: SQLCompiler, **kw: Any) -> str:
     return compiler.process(element.column.in_(sa.bindparam(element.name, expanding=True)), **kw)
+
+
+@compiles(_KeysIn, "sqlite")
+def _keys_in_sqlite(element: _KeysIn, compiler: SQLCompiler, **kw: Any) -> str:
+    # A JSON array in one parameter rather than one `?` per key: the same statement text
+    # for every batch size, so it can run without SQLAlchemy's per-execution rendering.
+    keys: sa.Select[Any] = sa.select(sa.column("value")).select_from(
+        sa.func.json_each(sa.bindparam(element.name, type_=sa.JSON()))
+    )
+    return compiler.process(element.column.in_(keys.scalar_subquery()), **kw)
 
 
 @compiles(_KeysIn, "postgresql")
@@ -137,6 +150,8 @@ async def _plan(stmt: Any, dialect: Dialect, driver: Any) -> _Plan | None:
     try:
         processors = [_result_processor(column, dialect, None) for column in columns]
     except Exception:  # it depends on the type the server answers with
+        if dialect.name != "postgresql":
+            return None
         attributes = (await driver.prepare(compiled.string)).get_attributes()
         types = [attribute.type.oid for attribute in attributes]
         processors = [
@@ -151,12 +166,23 @@ def _result_processor(column: Any, dialect: Dialect, type_code: Any) -> Any:
     return column.type.dialect_impl(dialect).result_processor(dialect, type_code)
 
 
+async def _asyncpg_fetch(driver: Any, sql: str, arguments: list[Any]) -> Sequence[Any]:
+    return cast(Sequence[Any], await driver.fetch(sql, *arguments))
+
+
+async def _aiosqlite_fetch(driver: Any, sql: str, arguments: list[Any]) -> Sequence[Any]:
+    # one trip to aiosqlite's thread (SQLAlchemy's adapter makes four: cursor, execute,
+    # fetchall, close)
+    return cast(Sequence[Any], await driver.execute_fetchall(sql, arguments))
+
+
+_FETCH = {"postgresql": _asyncpg_fetch, "sqlite": _aiosqlite_fetch}
+
+
 def _driver(conn: AsyncConnection) -> Any:
-    """The asyncpg connection under a PostgreSQL read connection, else None."""
+    """The driver's connection under a read connection (`Database.read()`), else None."""
     sync = conn.sync_connection
-    if sync is None or sync.dialect.name != "postgresql":
-        return None
-    if sync.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+    if sync is None or not sync.get_execution_options().get(_db.READ_OPTION):
         return None  # a transaction: SQLAlchemy knows whether it has begun
     return sync.connection.driver_connection
 
@@ -184,18 +210,19 @@ async def fetch_all(
     if stats is not None:
         _db.statement_started(stats, sync, plan.sql)
     try:
-        records = await driver.fetch(plan.sql, *arguments)
+        records = await _FETCH[sync.dialect.name](driver, plan.sql, arguments)
     except Exception as error:
         if stats is not None:
             _db.statement_failed(stats, sync, error)
-        if _disconnected(driver, error):
+        if sync.dialect.name == "postgresql" and _disconnected(driver, error):
             await conn.invalidate(error)
         raise
     except BaseException:
         # Cancelled (graphql-core cancels a field whose sibling's error nulled the parent;
         # a request cancels what outlives it): asyncpg asks the server to cancel the query
-        # from a task of its own. As SQLAlchemy does, the connection is invalidated: it is
-        # closed once that cancellation is through, and never handed out mid-cancellation.
+        # from a task of its own, aiosqlite's thread finishes the statement. As SQLAlchemy
+        # does, the connection is invalidated: closed once that is through, and never
+        # handed out meanwhile.
         if stats is not None:
             _db.statement_failed(stats, sync, None)
         await _db.shielded(conn.invalidate())
