@@ -409,11 +409,18 @@ class BuiltStatements:
     def get(self, key: Any, build: Callable[[], T]) -> T:
         built = self._built.get(key)
         if built is None:
-            built = build()
-            if len(self._built) >= self._size:
-                self._built.clear()
-            self._built[key] = built
+            built = self.keep(key, build())
         return cast(T, built)
+
+    def find(self, key: Any) -> Any | None:
+        """What was kept under `key`, if anything (for values built asynchronously)."""
+        return self._built.get(key)
+
+    def keep(self, key: Any, built: T) -> T:
+        if len(self._built) >= self._size:
+            self._built.clear()
+        self._built[key] = built
+        return built
 
 
 class _Read:

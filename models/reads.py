@@ -88,7 +88,7 @@ def keys_in(column: ColumnElement[Any], name: str = "ids") -> ColumnElement[bool
 
 
 class _Plan:
-    """A statement compiled for asyncpg: its text, parameters in order (with their bind
+    """A statement compiled for the driver: its text, parameters in order (with their bind
     processors and compiled-in values) and the row type with its result processors."""
 
     __slots__ = ("binds", "results", "row", "sql")
@@ -124,12 +124,12 @@ class _Plan:
 
 
 _UNPLANNABLE = object()
-_PLANS: dict[Any, Any] = {}  # statement -> _Plan or _UNPLANNABLE
-_MAX_PLANS = 1024  # past it, start over (statements with cursors in them come and go)
+# statement -> _Plan or _UNPLANNABLE; bounded (statements with cursors in them come and go)
+_PLANS = _db.BuiltStatements(size=1024)
 
 
 async def _plan(stmt: Any, dialect: Dialect, driver: Any) -> _Plan | None:
-    """The statement as asyncpg runs it, or None where only SQLAlchemy can (anything
+    """The statement as the driver runs it, or None where only SQLAlchemy can (anything
     rendered per execution, or columns that cannot name a row's attributes)."""
     compiled = stmt.compile(dialect=dialect)
     if compiled.literal_execute_params or compiled.post_compile_params:
@@ -196,12 +196,9 @@ async def fetch_all(
         return (await conn.execute(stmt, params)).all()
     sync = conn.sync_connection
     assert sync is not None
-    plan = _PLANS.get(stmt)
+    plan = _PLANS.find(stmt)
     if plan is None:
-        plan = await _plan(stmt, sync.dialect, driver) or _UNPLANNABLE
-        if len(_PLANS) >= _MAX_PLANS:
-            _PLANS.clear()
-        _PLANS[stmt] = plan
+        plan = _PLANS.keep(stmt, await _plan(stmt, sync.dialect, driver) or _UNPLANNABLE)
     if plan is _UNPLANNABLE:
         return (await conn.execute(stmt, params)).all()
     assert isinstance(plan, _Plan)
