@@ -8,6 +8,7 @@ freezes what exists at start-up out of the garbage collector's sight.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -50,6 +51,36 @@ async def test_reads_and_writes_share_committed_data_and_return_connections(
         again = (await client.post("/graphql", json={"query": LISTING})).json()
     assert again["data"]["products"]["nodes"][0]["category"]["name"] == name + " (renamed)"
     assert catalog_db.checked_out() == 0
+
+
+async def test_connections_opened_at_a_peak_are_kept_and_never_exceed_the_cap(
+    catalog_url: str,
+) -> None:
+    """A pool of size N holds up to 2N connections and keeps every one it opened: under
+    more concurrent reads than that, the rest wait; a second peak opens nothing new. (With
+    overflow connections, each peak closed the connections above N on their return and
+    opened them again at the next, a new server process each on PostgreSQL.)"""
+    db = Database(catalog_url, pool_size=2)
+    engine = db._reader_engine or db.engine
+    connects: list[object] = []
+    sa.event.listen(engine.sync_engine, "connect", lambda conn, _record: connects.append(conn))
+    most = 0
+
+    async def read() -> None:
+        nonlocal most
+        async with db.read() as conn:
+            most = max(most, db.checked_out())
+            await conn.exec_driver_sql("SELECT 1")
+            await asyncio.sleep(0.01)
+
+    try:
+        await asyncio.gather(*(read() for _ in range(6)))
+        assert (len(connects), most) == (4, 4)
+        await asyncio.gather(*(read() for _ in range(6)))
+        assert (len(connects), most) == (4, 4)
+        assert db.checked_out() == 0
+    finally:
+        await db.dispose()
 
 
 def test_gc_freeze_is_on_for_servers_from_the_environment_only() -> None:

@@ -166,7 +166,7 @@ async def test_a_read_cancelled_at_any_point_returns_its_connection(catalog_url:
     """Cancelled while checking out (a new connection is opened, and the reader's isolation
     level applied, after the pool has counted it out), executing, or closing: the connection
     goes back to the pool, never to the garbage collector."""
-    db = Database(catalog_url, pool_size=2)  # 4 readers: two overflow connections each round
+    db = Database(catalog_url, pool_size=2)  # 4 connections, 4 readers; cancelled: new ones
 
     async def read() -> None:
         async with db.read() as conn:
@@ -187,7 +187,7 @@ async def test_a_read_cancelled_at_any_point_returns_its_connection(catalog_url:
 async def test_a_read_cancelled_while_waiting_for_a_full_pool_returns_nothing_twice(
     catalog_url: str,
 ) -> None:
-    """More readers than the pool and its overflow hold: some wait for a connection (their
+    """More readers than the pool holds: some wait for a connection (their
     checkout goes on in a task of its own); cancelled there or later, every connection
     still goes back, and the pool serves reads afterwards."""
     db = Database(catalog_url, pool_size=1)  # 2 connections at most, 5 readers
