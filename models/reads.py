@@ -91,7 +91,7 @@ class _Plan:
     """A statement compiled for the driver: its text, parameters in order (with their bind
     processors and compiled-in values) and the row type with its result processors."""
 
-    __slots__ = ("binds", "results", "row", "sql")
+    __slots__ = ("baked", "binds", "results", "row", "sql")
 
     def __init__(
         self,
@@ -99,11 +99,13 @@ class _Plan:
         binds: tuple[tuple[str, Callable[[Any], Any] | None, Any], ...],
         row: Callable[..., Any],
         results: tuple[Callable[[Any], Any] | None, ...] | None,
+        baked: frozenset[str] = frozenset(),
     ) -> None:
         self.sql = sql
         self.binds = binds
         self.row = row
         self.results = results
+        self.baked = baked  # `IN (list)` parameters rendered into `sql`: not to be passed
 
     def arguments(self, params: Mapping[str, Any] | None) -> list[Any]:
         arguments = []
@@ -132,18 +134,35 @@ async def _plan(stmt: Any, dialect: Dialect, driver: Any) -> _Plan | None:
     """The statement as the driver runs it, or None where only SQLAlchemy can (anything
     rendered per execution, or columns that cannot name a row's attributes)."""
     compiled = stmt.compile(dialect=dialect)
-    if compiled.literal_execute_params or compiled.post_compile_params:
+    if compiled.literal_execute_params:
         return None
     columns = list(stmt.selected_columns)
     try:
         row = namedtuple("Row", stmt.selected_columns.keys())  # type: ignore[misc]
     except ValueError:
         return None  # duplicate or non-identifier column names
-    values = compiled.params
+    sql, names, values = compiled.string, compiled.positiontup or [], compiled.params
+    expanded: dict[str, Any] = {}  # name of one element of an `IN (list)` -> its bind
+    baked: set[str] = set()
+    if compiled.post_compile_params:
+        # `column.in_([...])` with its values in the statement (one built per key): the
+        # list rendered as one parameter per element, as SQLAlchemy does per execution.
+        # A list passed at execution time (`bindparam(..., expanding=True)`) cannot be.
+        for bind in compiled.post_compile_params:
+            if not isinstance(bind.value, (list, tuple)) or bind.callable is not None:
+                return None
+            name = compiled.bind_names[bind]
+            baked.update((name, bind.key))
+            for i in range(1, len(bind.value) + 1):
+                expanded[f"{name}_{i}"] = bind
+        state = compiled.construct_expanded_state()
+        sql, names, values = state.statement, state.positiontup or [], state.parameters
     binds = []
-    for name in compiled.positiontup or ():
-        bind = compiled.binds[name]
-        if bind.callable is not None:
+    for name in names:
+        bind = compiled.binds.get(name)
+        if bind is None:
+            bind = expanded.get(name)
+        if bind is None or bind.callable is not None:
             return None
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         binds.append((name, process, values.get(name)))
@@ -159,7 +178,7 @@ async def _plan(stmt: Any, dialect: Dialect, driver: Any) -> _Plan | None:
             for column, oid in zip(columns, types, strict=True)
         ]
     results = tuple(processors) if any(p is not None for p in processors) else None
-    return _Plan(compiled.string, tuple(binds), row, results)
+    return _Plan(sql, tuple(binds), row, results, frozenset(baked))
 
 
 def _result_processor(column: Any, dialect: Dialect, type_code: Any) -> Any:
@@ -202,6 +221,8 @@ async def fetch_all(
     if plan is _UNPLANNABLE:
         return (await conn.execute(stmt, params)).all()
     assert isinstance(plan, _Plan)
+    if plan.baked and params and not plan.baked.isdisjoint(params):
+        return (await conn.execute(stmt, params)).all()
     arguments = plan.arguments(params)
     stats = _db.sql_stats()
     if stats is not None:

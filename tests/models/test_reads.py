@@ -7,7 +7,7 @@ else it is SQLAlchemy's own execution. Both runs of the suite check the same ans
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -35,6 +35,15 @@ ROWS_STATEMENTS = [
     sa.select(categories.c.id, sa.cast(categories.c.level, sa.Float()).label("weight"))
     .where(keys_in(categories.c.id))
     .order_by(categories.c.id),
+    # an IN list compiled into the statement (one built per key), beside other values
+    sa.select(products.c.id, products.c.created_at)
+    .where(
+        products.c.id.in_([5, 1, 3, 999_999]),
+        products.c.created_at > datetime(2000, 1, 1, tzinfo=UTC),
+    )
+    .order_by(products.c.id),
+    # the category subtree: a recursive CTE from roots compiled in, and a literal per row
+    sa.select(q.subtree([1, 2]).c.id, sa.literal(7).label("parent")).order_by(sa.column("id")),
 ]
 
 
@@ -61,6 +70,31 @@ async def test_rows_equal_sqlalchemys_with_the_same_names_and_types(
     if index == 0:
         stamp = answered[0].created_at
         assert isinstance(stamp, datetime) and stamp.utcoffset() is not None
+
+
+async def test_in_lists_compiled_in_run_on_the_driver_and_passed_ones_are_honoured(
+    catalog_db: Database,
+) -> None:
+    """`column.in_([...])` used to send a statement to SQLAlchemy's execution (it renders
+    the list per execution): the category page's subtree and children. Its values are in
+    the statement, so the driver runs it with one parameter per element; a list passed
+    when executing instead still answers for the list passed."""
+    listed = sa.select(products.c.id).where(products.c.id.in_([3, 1])).order_by(products.c.id)
+    empty = sa.select(products.c.id).where(products.c.id.in_([]))
+    passed = (
+        sa.select(products.c.id)
+        .where(products.c.id.in_(sa.bindparam("ids", [1], expanding=True)))
+        .order_by(products.c.id)
+    )
+    async with catalog_db.read() as conn:
+        assert conn.sync_connection is not None
+        driver = conn.sync_connection.connection.driver_connection
+        plan = await _plan(listed, conn.dialect, driver)
+        assert plan is not None and "IN (" in plan.sql and len(plan.arguments(None)) == 2
+        assert _plain(await fetch_all(conn, listed)) == [(1,), (3,)]
+        assert await fetch_all(conn, empty) == []
+        assert _plain(await fetch_all(conn, passed)) == [(1,)]
+        assert _plain(await fetch_all(conn, passed, {"ids": [2, 3]})) == [(2,), (3,)]
 
 
 async def test_an_empty_batch_finds_nothing(catalog_db: Database) -> None:
