@@ -33,7 +33,11 @@ def parse_decimal(value: Any) -> Decimal:
 
 
 def serialize_decimal(value: Decimal) -> str:
-    return format(value, "f")
+    # Positional notation, never an exponent ("100", not "1E+2"). `str` gives the same
+    # text whenever it writes no exponent (every Money amount: minor units scaled down),
+    # at a quarter of format's cost.
+    text = str(value)
+    return text if "E" not in text else format(value, "f")
 
 
 # Used through StrawberryConfig.scalar_map: fields annotated `Decimal` use it.

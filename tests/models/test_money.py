@@ -8,6 +8,7 @@ import pytest
 
 from models import money as money_module
 from models.money import Money, money
+from schema.scalars import serialize_decimal
 
 
 @pytest.mark.parametrize(
@@ -41,3 +42,15 @@ def test_non_integer_minor_units_are_not_cached(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(money_module, "_BUILT", {})
     assert money(True, "USD") == Money(Decimal("0.01"), "USD")
     assert money_module._BUILT == {}  # True == 1: it must not stand for 1 cent later
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(Decimal(1999).scaleb(-2), "19.99"), (Decimal("-0.00"), "-0.00"), (Decimal("1E+2"), "100"),
+     (Decimal("0E-7"), "0.0000000"), (Decimal("1.5E-8"), "0.000000015"),
+     (Decimal(10**15).scaleb(-2), "10000000000000.00"), (Decimal(1500), "1500")],
+)  # fmt: skip
+def test_decimals_are_written_positionally_never_with_an_exponent(
+    value: Decimal, text: str
+) -> None:
+    assert serialize_decimal(value) == text == format(value, "f")
