@@ -14,3 +14,12 @@ def group_records(rows: Iterable[Any], key: str, record: Callable[..., R]) -> di
     for row in rows:
         grouped.setdefault(getattr(row, key), []).append(record(*row))
     return grouped
+
+
+def group_by(records: Iterable[R], key: str) -> dict[Any, list[R]]:
+    """{record.<key>: [record, ...]} keeping the records' order within each parent (for
+    rows read as records already: `fetch_all(..., into=Record)`)."""
+    grouped: dict[Any, list[R]] = {}
+    for record in records:
+        grouped.setdefault(getattr(record, key), []).append(record)
+    return grouped

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -41,6 +41,8 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from models import db as _db
 
 __all__ = ["fetch_all", "fetch_first", "keys_in"]
+
+T = TypeVar("T")
 
 
 class _KeysIn(ColumnElement[bool]):
@@ -114,8 +116,8 @@ class _Plan:
             arguments.append(value if process is None else process(value))
         return arguments
 
-    def rows(self, records: Sequence[Any]) -> list[Any]:
-        make = self.row
+    def rows(self, records: Sequence[Any], into: Callable[..., Any] | None = None) -> list[Any]:
+        make = self.row if into is None else into
         results = self.results
         if results is None:
             return [make(*record) for record in records]
@@ -207,22 +209,25 @@ def _driver(conn: AsyncConnection) -> Any:
 
 
 async def fetch_all(
-    conn: AsyncConnection, stmt: Any, params: Mapping[str, Any] | None = None
+    conn: AsyncConnection,
+    stmt: Any,
+    params: Mapping[str, Any] | None = None,
+    *,
+    into: Callable[..., T] | None = None,
 ) -> Sequence[Any]:
-    """The rows of a read statement (see the module docstring)."""
+    """The rows of a read statement (see the module docstring); with `into`, each row is
+    `into(*values)` instead (a record whose fields are the selected columns, in order),
+    built straight from the driver's row."""
     driver = _driver(conn)
     if driver is None:
-        return (await conn.execute(stmt, params)).all()
+        return _into((await conn.execute(stmt, params)).all(), into)
     sync = conn.sync_connection
     assert sync is not None
     plan = _PLANS.find(stmt)
     if plan is None:
         plan = _PLANS.keep(stmt, await _plan(stmt, sync.dialect, driver) or _UNPLANNABLE)
-    if plan is _UNPLANNABLE:
-        return (await conn.execute(stmt, params)).all()
-    assert isinstance(plan, _Plan)
-    if plan.baked and params and not plan.baked.isdisjoint(params):
-        return (await conn.execute(stmt, params)).all()
+    if not isinstance(plan, _Plan) or (plan.baked and params and not plan.baked.isdisjoint(params)):
+        return _into((await conn.execute(stmt, params)).all(), into)
     arguments = plan.arguments(params)
     stats = _db.sql_stats()
     if stats is not None:
@@ -247,7 +252,11 @@ async def fetch_all(
         raise
     if stats is not None:
         _db.statement_ended(stats, sync)
-    return plan.rows(records)
+    return plan.rows(records, into)
+
+
+def _into(rows: Sequence[Any], into: Callable[..., Any] | None) -> Sequence[Any]:
+    return rows if into is None else [into(*row) for row in rows]
 
 
 async def fetch_first(

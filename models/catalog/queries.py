@@ -23,7 +23,7 @@ from models.catalog.tables import (
 )
 from models.db import BuiltStatements, Database
 from models.errors import InvalidInput
-from models.grouping import group_records
+from models.grouping import group_by
 from models.money import to_minor_ceiling, to_minor_floor
 from models.pagination import Page, PageArgs, SortKey, Window, group_rows, per_parent
 from models.reads import fetch_all, fetch_first, keys_in
@@ -552,15 +552,19 @@ _IMAGES_BY_PRODUCT_IDS = (
 async def variants_by_product_ids(
     conn: AsyncConnection, *, product_ids: Sequence[int]
 ) -> dict[int, list[VariantRecord]]:
-    rows = await fetch_all(conn, _VARIANTS_BY_PRODUCT_IDS, {"ids": list(product_ids)})
-    return group_records(rows, "product_id", VariantRecord)
+    ids = {"ids": list(product_ids)}
+    return group_by(
+        await fetch_all(conn, _VARIANTS_BY_PRODUCT_IDS, ids, into=VariantRecord), "product_id"
+    )
 
 
 async def images_by_product_ids(
     conn: AsyncConnection, *, product_ids: Sequence[int]
 ) -> dict[int, list[ImageRecord]]:
-    rows = await fetch_all(conn, _IMAGES_BY_PRODUCT_IDS, {"ids": list(product_ids)})
-    return group_records(rows, "product_id", ImageRecord)
+    ids = {"ids": list(product_ids)}
+    return group_by(
+        await fetch_all(conn, _IMAGES_BY_PRODUCT_IDS, ids, into=ImageRecord), "product_id"
+    )
 
 
 async def collections_by_product_ids(

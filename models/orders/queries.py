@@ -16,7 +16,7 @@ from models.accounts.queries import ADDRESS_FIELDS
 from models.accounts.tables import addresses, users
 from models.db import BuiltStatements, Database, utcnow
 from models.events import ORDER_CREATED, PAYMENT_CHANGED, record_event
-from models.grouping import group_records
+from models.grouping import group_by, group_records
 from models.orders.tables import order_lines, orders
 from models.pagination import Page, PageArgs, SortKey, Window, group_rows, per_parent
 from models.payments.tables import payments
@@ -268,8 +268,10 @@ _LINES_BY_ORDER_IDS = (
 async def lines_by_order_ids(
     conn: AsyncConnection, *, order_ids: Sequence[int]
 ) -> dict[int, list[OrderLineRecord]]:
-    rows = await fetch_all(conn, _LINES_BY_ORDER_IDS, {"ids": list(order_ids)})
-    return group_records(rows, "order_id", OrderLineRecord)
+    ids = {"ids": list(order_ids)}
+    return group_by(
+        await fetch_all(conn, _LINES_BY_ORDER_IDS, ids, into=OrderLineRecord), "order_id"
+    )
 
 
 async def payments_by_order_ids(

@@ -7,6 +7,7 @@ else it is SQLAlchemy's own execution. Both runs of the suite check the same ans
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,6 +96,38 @@ async def test_in_lists_compiled_in_run_on_the_driver_and_passed_ones_are_honour
         assert await fetch_all(conn, empty) == []
         assert _plain(await fetch_all(conn, passed)) == [(1,)]
         assert _plain(await fetch_all(conn, passed, {"ids": [2, 3]})) == [(2,), (3,)]
+
+
+@dataclass(slots=True)
+class _Listed:
+    id: int
+    slug: str
+    created_at: datetime
+    is_published: bool
+
+
+async def test_rows_read_into_records_equal_records_made_from_sqlalchemys_rows(
+    fresh_db: Database,
+) -> None:
+    """`into=Record`: the record built straight from the driver's row (values through the
+    columns' types first) is the one built from SQLAlchemy's row, on a read connection and
+    inside a transaction (SQLAlchemy's execution)."""
+    stmt = ROWS_STATEMENTS[0]
+    params = {"ids": [5, 1, 3, 999_999]}
+    async with fresh_db.read() as conn:
+        expected = [_Listed(*row) for row in (await conn.execute(stmt, params)).all()]
+        answered = await fetch_all(conn, stmt, params, into=_Listed)
+    async with fresh_db.transaction() as conn:
+        in_transaction = await fetch_all(conn, stmt, params, into=_Listed)
+    assert len(expected) == 3 and answered == expected == in_transaction
+    assert all(type(r.created_at) is datetime and r.created_at.tzinfo for r in answered)
+    async with fresh_db.read() as conn:
+        grouped = await q.variants_by_product_ids(conn, product_ids=[2, 1])
+        rows = (await conn.execute(sa.select(variants).order_by(variants.c.id))).all()
+    assert sorted(grouped) == [1, 2]
+    for product_id, records in grouped.items():
+        assert [r.id for r in records] == [r.id for r in rows if r.product_id == product_id]
+        assert all(type(r).__name__ == "VariantRecord" for r in records)
 
 
 async def test_an_empty_batch_finds_nothing(catalog_db: Database) -> None:
