@@ -44,6 +44,7 @@ from argon2 import PasswordHasher
 from catalog_reference import load_catalog
 from conftest import TEST_SECRET, make_client
 
+from models.accounts import tokens as tokens_module
 from models.accounts.tables import PERMISSIONS, addresses, users
 from models.db import Database, utcnow
 from models.settings import QueryLimits
@@ -507,6 +508,31 @@ async def test_a_bad_authorization_header_is_unauthenticated_never_an_error(
             ], kind
         # The session itself was never harmed.
         assert await me(client, access) == "ann@example.com"
+
+
+async def test_a_token_accepted_before_is_still_refused_once_expired_or_under_another_secret(
+    fresh_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A verified token is remembered (its signature is checked once per process), but
+    never past its expiry, and never for a server with another secret key."""
+    await add_user(fresh_db, "ann@example.com")
+    async with make_client(fresh_db) as client:
+        access = (await sign_in(client, "ann@example.com"))["accessToken"]
+        assert await me(client, access) == "ann@example.com"
+        assert await me(client, access) == "ann@example.com"  # remembered
+    async with make_client(fresh_db, secret_key="another-secret-" + "y" * 40) as other:
+        assert await me(other, access) == "UNAUTHENTICATED"
+    expires = _claims_of(access)["exp"]
+    monkeypatch.setattr(tokens_module, "_now", lambda: float(expires))
+    async with make_client(fresh_db) as client:
+        assert await me(client, access) == "UNAUTHENTICATED"
+    monkeypatch.setattr(tokens_module, "_VERIFIED", {})
+    monkeypatch.setattr(tokens_module, "_MAX_VERIFIED", 2)
+    monkeypatch.setattr(tokens_module, "_now", lambda: float(expires - 5))
+    async with make_client(fresh_db) as client:
+        for n in range(5):
+            assert await me(client, _resign(access, jti=f"j{n}")) == "ann@example.com"
+            assert len(tokens_module._VERIFIED) <= 2
 
 
 # --------------------------------------------------------------------------- password hashes
