@@ -133,8 +133,9 @@ _PLANS = _db.BuiltStatements(size=1024)
 
 
 async def _plan(stmt: Any, dialect: Dialect, driver: Any) -> _Plan | None:
-    """The statement as the driver runs it, or None where only SQLAlchemy can (anything
-    rendered per execution, or columns that cannot name a row's attributes)."""
+    """The statement as the driver runs it, or None where only SQLAlchemy can (values
+    rendered per execution, such as a list passed for an expanding parameter, or columns
+    that cannot name a row's attributes)."""
     compiled = stmt.compile(dialect=dialect)
     if compiled.literal_execute_params:
         return None
