@@ -452,7 +452,7 @@ class Database:
         # Up to 2 x pool_size connections, every one kept once opened (no overflow). With
         # overflow, a connection above pool_size was closed on its return and a new one
         # opened at the next peak: at 32 concurrent requests (a request runs its sibling
-        # batches on connections of their own at once) one connect per five requests, each
+        # batches on connections of their own at once) one connect per seven requests, each
         # a new server process, asyncpg's start-up queries and its statements prepared again.
         kwargs: dict[str, Any] = {"echo": echo, "pool_size": 2 * pool_size, "max_overflow": 0}
         if not self.is_sqlite:

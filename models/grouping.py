@@ -10,10 +10,7 @@ R = TypeVar("R")
 
 def group_records(rows: Iterable[Any], key: str, record: Callable[..., R]) -> dict[Any, list[R]]:
     """{row.<key>: [record(*row), ...]} keeping the rows' order within each parent."""
-    grouped: dict[Any, list[R]] = {}
-    for row in rows:
-        grouped.setdefault(getattr(row, key), []).append(record(*row))
-    return grouped
+    return group_by((record(*row) for row in rows), key)
 
 
 def group_by(records: Iterable[R], key: str) -> dict[Any, list[R]]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -41,8 +41,6 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from models import db as _db
 
 __all__ = ["fetch_all", "fetch_first", "keys_in"]
-
-T = TypeVar("T")
 
 
 class _KeysIn(ColumnElement[bool]):
@@ -214,7 +212,7 @@ async def fetch_all(
     stmt: Any,
     params: Mapping[str, Any] | None = None,
     *,
-    into: Callable[..., T] | None = None,
+    into: Callable[..., Any] | None = None,
 ) -> Sequence[Any]:
     """The rows of a read statement (see the module docstring); with `into`, each row is
     `into(*values)` instead (a record whose fields are the selected columns, in order),
