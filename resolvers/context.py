@@ -11,6 +11,7 @@ from typing import Any
 from models.accounts.loaders import AccountLoaders
 from models.accounts.passwords import Passwords
 from models.accounts.queries import UserRecord
+from models.audit.loaders import AuditLoaders
 from models.catalog.loaders import CatalogLoaders
 from models.db import Database, SqlStats
 from models.errors import Forbidden, NotAuthenticated
@@ -19,6 +20,7 @@ from models.orders.loaders import CommerceLoaders
 from models.payments.gateways import Gateway
 from models.settings import Settings
 from models.throttle import Throttle
+from models.webhooks.loaders import WebhookLoaders
 
 
 @dataclass
@@ -31,6 +33,10 @@ class Services:
     gateways: Mapping[str, Gateway]
     # redis.asyncio client when REDIS_URL is set (models/redis_backend.py), else None.
     redis: Any = None
+
+
+# The cached_property loader containers of Context (see `Context.drop_loaders`)
+LOADER_CONTAINERS = ("catalog", "accounts", "commerce", "webhooks", "audit")
 
 
 @dataclass(eq=False)
@@ -52,7 +58,12 @@ class Context:
     def sign_in(self, user: UserRecord, session_id: str) -> None:
         """The request continues as `user` (payload fields resolve with their rights)."""
         self.viewer, self.session_id, self.auth_error = user, session_id, None
-        for cached in ("catalog", "accounts", "commerce"):
+        self.drop_loaders()
+
+    def drop_loaders(self) -> None:
+        """Forget every per-request loader container (their caches hold what the viewer
+        could read before)."""
+        for cached in LOADER_CONTAINERS:
             self.__dict__.pop(cached, None)
 
     def require_viewer(self) -> UserRecord:
@@ -67,6 +78,9 @@ class Context:
         if not viewer.has(permission):
             raise Forbidden(f"this needs the {permission} permission")
         return viewer
+
+    def has_permission(self, permission: str) -> bool:
+        return self.viewer is not None and self.viewer.has(permission)
 
     @property
     def can_see_unpublished(self) -> bool:
@@ -83,6 +97,7 @@ class Context:
             self.db,
             viewer_id=viewer.id if viewer else None,
             all_orders=viewer is not None and viewer.has("MANAGE_ORDERS"),
+            all_promo_codes=self.has_permission("MANAGE_DISCOUNTS"),
         )
 
     @cached_property
@@ -94,3 +109,11 @@ class Context:
             sees_all_users=viewer is not None
             and (viewer.has("MANAGE_STAFF") or viewer.has("MANAGE_ORDERS")),
         )
+
+    @cached_property
+    def webhooks(self) -> WebhookLoaders:
+        return WebhookLoaders(self.db, manages_staff=self.has_permission("MANAGE_STAFF"))
+
+    @cached_property
+    def audit(self) -> AuditLoaders:
+        return AuditLoaders(self.db, manages_staff=self.has_permission("MANAGE_STAFF"))

@@ -25,6 +25,11 @@ _LOADERS = {
     "Order": lambda ctx: ctx.commerce.order_by_id,
     "Payment": lambda ctx: ctx.commerce.payment_by_id,
     "ShippingMethod": lambda ctx: ctx.commerce.shipping_method_by_id,
+    "Fulfillment": lambda ctx: ctx.commerce.fulfillment_by_id,
+    "PromoCode": lambda ctx: ctx.commerce.promo_code_by_id,
+    "AuditEntry": lambda ctx: ctx.audit.entry_by_id,
+    "Webhook": lambda ctx: ctx.webhooks.webhook_by_id,
+    "WebhookDelivery": lambda ctx: ctx.webhooks.delivery_by_id,
 }
 
 

@@ -47,7 +47,6 @@ MAX_AUTHORIZATION = 4096
 MAX_BATCH = 500
 ORDER_HIDDEN = "no order with this ID that you may follow"
 TOKEN_ENDED = "your access token expired or was revoked: subscribe again with a new token"
-_LOADER_CACHES = ("catalog", "accounts", "commerce")
 
 
 class ConnectionRefused(Exception):
@@ -84,8 +83,7 @@ class SubscriptionContext(Context):
             self.auth_error = self.connection.ended
         else:
             self.session_id = self.connection.session_id
-        for cached in _LOADER_CACHES:
-            self.__dict__.pop(cached, None)
+        self.drop_loaders()
         self.cache.clear()
 
 

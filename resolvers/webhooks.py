@@ -316,12 +316,6 @@ def attempt_log(ctx: Context) -> DataLoader[int, list[AttemptRecord]]:
 
 
 def webhook_by_id(ctx: Context) -> DataLoader[int, WebhookRecord | None]:
-    loader = ctx.cache.get("webhook_by_id")
-    if loader is None:
-
-        async def batch(keys: list[int]) -> list[WebhookRecord | None]:
-            found = await q.webhooks_by_ids(ctx.db, ids=keys)
-            return [found.get(key) for key in keys]
-
-        loader = ctx.cache["webhook_by_id"] = DataLoader(batch)
-    return loader
+    """`WebhookDelivery.webhook`: the request's one webhook loader (MANAGE_STAFF, like
+    `node`), so a delivery's webhook and a Webhook node share one batch."""
+    return ctx.webhooks.webhook_by_id

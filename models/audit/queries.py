@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -143,3 +143,9 @@ async def list_audit(
             return int(total.scalar_one())
 
     return window.page(rows, _record, count)
+
+
+async def entries_by_ids(conn: AsyncConnection, *, ids: Sequence[int]) -> dict[int, AuditRecord]:
+    """Entries by ID, one statement. Callers decide first that the viewer may read the log."""
+    rows = await conn.execute(sa.select(*_COLUMNS).where(audit_log.c.id.in_(ids)))
+    return {row.id: _record(row) for row in rows}

@@ -7,7 +7,9 @@ from functools import cached_property
 from typing import Any
 
 from models.accounts.queries import AddressRecord
+from models.checkout import admin as ca
 from models.checkout import queries as cq
+from models.checkout.admin import PromoCodeRecord
 from models.checkout.pricing import PromoRecord, ShippingMethodRecord
 from models.checkout.queries import CheckoutLineRecord, CheckoutRecord
 from models.dataloader import DataLoader
@@ -19,13 +21,22 @@ from models.orders.queries import OrderLineRecord, OrderRecord, PaymentRecord
 from models.pagination import Page, Window
 
 
-class CommerceLoaders:
-    """`viewer_id` scopes checkouts and orders; `all_orders` is MANAGE_ORDERS."""
+async def _nothing(keys: list[Any]) -> list[None]:
+    """The batch of a loader the viewer may not use: null for every key, no SQL."""
+    return [None] * len(keys)
 
-    def __init__(self, db: Database, *, viewer_id: int | None, all_orders: bool) -> None:
+
+class CommerceLoaders:
+    """`viewer_id` scopes checkouts and orders; `all_orders` is MANAGE_ORDERS;
+    `all_promo_codes` is MANAGE_DISCOUNTS."""
+
+    def __init__(
+        self, db: Database, *, viewer_id: int | None, all_orders: bool, all_promo_codes: bool
+    ) -> None:
         self.db = db
         self.viewer_id = viewer_id
         self.all_orders = all_orders
+        self.all_promo_codes = all_promo_codes
         self._order_windows: dict[Hashable, Window] = {}
 
     def _batch(self, fetch: Any, default: Any = None) -> DataLoader[Any, Any]:
@@ -56,6 +67,14 @@ class CommerceLoaders:
     @cached_property
     def promo_by_code(self) -> DataLoader[str, PromoRecord | None]:
         return self._batch(lambda conn, keys: cq.promos_by_codes(conn, codes=keys))
+
+    @cached_property
+    def promo_code_by_id(self) -> DataLoader[int, PromoCodeRecord | None]:
+        """Promo codes by ID (for `node`): MANAGE_DISCOUNTS only, as `promoCodes`. For
+        anyone else every key is null and nothing is read."""
+        if not self.all_promo_codes:
+            return DataLoader(_nothing)
+        return self._batch(lambda conn, keys: ca.promo_codes_by_ids(conn, ids=keys))
 
     @cached_property
     def address_by_id(self) -> DataLoader[int, AddressRecord | None]:

@@ -1,0 +1,38 @@
+"""Per-request DataLoaders for webhook endpoints and their deliveries (for `node` and
+`WebhookDelivery.webhook`). Everything here needs MANAGE_STAFF, as `webhooks` and
+`webhookDeliveries` do: without it every key is null and nothing is read."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from models.dataloader import DataLoader
+from models.db import Database
+from models.webhooks import queries as q
+from models.webhooks.queries import DeliveryRecord, WebhookRecord
+
+
+class WebhookLoaders:
+    def __init__(self, db: Database, *, manages_staff: bool) -> None:
+        self.db = db
+        self.manages_staff = manages_staff
+
+    @cached_property
+    def webhook_by_id(self) -> DataLoader[int, WebhookRecord | None]:
+        async def batch(keys: list[int]) -> list[WebhookRecord | None]:
+            if not self.manages_staff:
+                return [None] * len(keys)
+            found = await q.webhooks_by_ids(self.db, ids=keys)
+            return [found.get(key) for key in keys]
+
+        return DataLoader(batch)
+
+    @cached_property
+    def delivery_by_id(self) -> DataLoader[int, DeliveryRecord | None]:
+        async def batch(keys: list[int]) -> list[DeliveryRecord | None]:
+            if not self.manages_staff:
+                return [None] * len(keys)
+            found = await q.deliveries_by_ids(self.db, ids=keys)
+            return [found.get(key) for key in keys]
+
+        return DataLoader(batch)
