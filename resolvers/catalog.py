@@ -97,9 +97,12 @@ def product_query(
     filter: ProductFilterInput | None,
     sort: SortInput | None,
     search: str | None = None,
+    selected: frozenset[str] = frozenset(),
 ) -> ProductQuery:
+    """`selected`: the fields the query selects on each product (schema.lookahead)."""
     return ProductQuery(
         dialect=ctx.db.dialect,
+        embed=q.embeddable(ctx.db.dialect, selected),
         args=args,
         filter=product_filter(filter),
         sort=product_sort(sort),
@@ -123,18 +126,29 @@ async def products(
     filter: ProductFilterInput | None,
     sort: SortInput | None,
     search: str | None,
+    selected: frozenset[str] = frozenset(),
 ) -> Page[ProductRecord]:
-    query = product_query(ctx, args=args, filter=filter, sort=sort, search=search)
-    return await q.list_products(ctx.db, query=query)
+    query = product_query(
+        ctx, args=args, filter=filter, sort=sort, search=search, selected=selected
+    )
+    return await q.list_products(ctx.db, query=query, prime=ctx.catalog.prime)
 
 
-async def product(ctx: Context, *, id: str | None, slug: str | None) -> ProductRecord | None:
+async def product(
+    ctx: Context, *, id: str | None, slug: str | None, selected: frozenset[str] = frozenset()
+) -> ProductRecord | None:
     _one_of(id, slug, "slug")
     if id is not None:
         return await ctx.catalog.product_by_id.load(ids.decode(id, "Product"))
     assert slug is not None
     async with ctx.db.read() as conn:
-        found = await q.product_by_slug(conn, slug=slug, published_only=ctx.catalog.published_only)
+        found = await q.product_by_slug(
+            conn,
+            slug=slug,
+            published_only=ctx.catalog.published_only,
+            embed=q.embeddable(ctx.db.dialect, selected),
+            prime=ctx.catalog.prime,
+        )
     if found is not None:
         ctx.catalog.product_by_id.prime(found.id, found)
     return found
@@ -184,15 +198,21 @@ async def category_products(
     args: PageArgs,
     filter: ProductFilterInput | None,
     sort: SortInput | None,
+    selected: frozenset[str] = frozenset(),
 ) -> Page[ProductRecord]:
-    query = product_query(ctx, args=args, filter=filter, sort=sort)
+    query = product_query(ctx, args=args, filter=filter, sort=sort, selected=selected)
     return await ctx.catalog.products_of("category", category_id, query)
 
 
 async def collection_products(
-    ctx: Context, collection_id: int, *, args: PageArgs, sort: SortInput | None
+    ctx: Context,
+    collection_id: int,
+    *,
+    args: PageArgs,
+    sort: SortInput | None,
+    selected: frozenset[str] = frozenset(),
 ) -> Page[ProductRecord]:
-    query = product_query(ctx, args=args, filter=None, sort=sort)
+    query = product_query(ctx, args=args, filter=None, sort=sort, selected=selected)
     return await ctx.catalog.products_of("collection", collection_id, query)
 
 

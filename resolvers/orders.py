@@ -81,11 +81,13 @@ async def orders(
 
 async def user_orders(
     ctx: Context, user_id: int, *, first: int | None, after: str | None, last: int | None,
-    before: str | None,
+    before: str | None, selected: frozenset[str] = frozenset(),
 ) -> Page[OrderRecord]:  # fmt: skip
-    """A customer's orders, newest first: for that customer, or staff with MANAGE_ORDERS."""
+    """A customer's orders, newest first: for that customer, or staff with MANAGE_ORDERS.
+    `selected`: the fields asked of each order (schema.lookahead)."""
     viewer = ctx.require_viewer()
     if viewer.id != user_id:
         ctx.require_permission("MANAGE_ORDERS")
     window = q.order_window(PageArgs(first=first, after=after, last=last, before=before))
-    return await ctx.commerce.orders_of(user_id, window)
+    embed_lines = q.embeds_lines(ctx.db.dialect, selected)
+    return await ctx.commerce.orders_of(user_id, window, embed_lines=embed_lines)

@@ -16,6 +16,7 @@ from models.errors import Problem
 from resolvers import accounts as r
 from resolvers.context import Context
 from schema.fields import computed, global_id, records_of
+from schema.lookahead import selected_fields
 from schema.relay import Connection, Node
 
 if TYPE_CHECKING:
@@ -101,7 +102,13 @@ async def _user_orders(
     from resolvers.orders import user_orders
 
     return await user_orders(
-        info.context, root.id, first=first, after=after, last=last, before=before
+        info.context,
+        root.id,
+        first=first,
+        after=after,
+        last=last,
+        before=before,
+        selected=selected_fields(info, connection=True),
     )
 
 

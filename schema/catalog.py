@@ -22,6 +22,7 @@ from models.pagination import Page
 from resolvers import catalog as r
 from resolvers.context import Context
 from schema.fields import computed, global_id, loaded, records_of
+from schema.lookahead import selected_fields
 from schema.relay import Connection, Node
 
 Ctx = Info[Context, None]
@@ -196,6 +197,7 @@ class Category(Node):
             args=r.page_args(first, after, last, before),
             filter=filter,
             sort=sort_by,
+            selected=selected_fields(info, connection=True),
         )
         return page  # type: ignore[return-value]
 
@@ -221,7 +223,11 @@ class Collection(Node):
     ) -> Connection[Product]:
         root: CollectionRecord = self  # type: ignore[assignment]
         page = await r.collection_products(
-            info.context, root.id, args=r.page_args(first, after, last, before), sort=sort_by
+            info.context,
+            root.id,
+            args=r.page_args(first, after, last, before),
+            sort=sort_by,
+            selected=selected_fields(info, connection=True),
         )
         return page  # type: ignore[return-value]
 
@@ -238,7 +244,9 @@ class CatalogQuery:
     async def product(
         self, info: Ctx, id: strawberry.ID | None = None, slug: str | None = None
     ) -> Product | None:
-        return await r.product(info.context, id=id, slug=slug)  # type: ignore[return-value]
+        return await r.product(  # type: ignore[return-value]
+            info.context, id=id, slug=slug, selected=selected_fields(info)
+        )
 
     @strawberry.field
     async def products(
@@ -259,6 +267,7 @@ class CatalogQuery:
                 filter=filter,
                 sort=sort_by,
                 search=search,
+                selected=selected_fields(info, connection=True),
             )
         )
 

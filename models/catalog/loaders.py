@@ -6,7 +6,7 @@ share one.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from functools import cached_property
 from typing import Any, Literal, TypeVar
 
@@ -105,6 +105,28 @@ class CatalogLoaders:
     def collection_by_id(self) -> DataLoader[int, CollectionRecord | None]:
         return self._by_key(lambda conn, ids: q.collections_by_ids(conn, ids=ids))
 
+    def prime(self, embed: q.Embed, rows: Sequence[Any]) -> None:
+        """Seed the relation loaders with the relations product rows embed
+        (`q.embedded_columns`): what their batches would read, without the statements."""
+        if "variants" in embed:
+            variants = self.variants_by_product_id
+            for row in rows:
+                found = row.embedded_variants
+                variants.prime(row.id, [VariantRecord(*v) for v in found] if found else [])
+        if "images" in embed:
+            images = self.images_by_product_id
+            for row in rows:
+                found = row.embedded_images
+                images.prime(row.id, [ImageRecord(*i) for i in found] if found else [])
+        if "category" in embed:
+            category = self.category_by_id
+            for row in rows:
+                if row.category_id is not None:
+                    found = row.embedded_category
+                    category.prime(
+                        row.category_id, None if found is None else CategoryRecord(*found)
+                    )
+
     # Nested connections: keys are (page-arguments key, parent id); all parents that share
     # the arguments are paged in one statement.
 
@@ -135,9 +157,13 @@ class CatalogLoaders:
         queries = self._product_queries
 
         async def run(conn: Any, args_key: Hashable, parent_ids: list[int]) -> dict[int, Any]:
-            return await q.products_by_parent(
-                conn, parent=parent, parent_ids=parent_ids, query=queries[args_key]
+            query = queries[args_key]
+            found = await q.products_by_parent(
+                conn, parent=parent, parent_ids=parent_ids, query=query
             )
+            if query.embed:
+                self.prime(query.embed, [row for rows in found.values() for row in rows])
+            return found
 
         return self._grouped(run, [])
 

@@ -10,8 +10,10 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.types import NullType
 
 from models.catalog.tables import (
     categories,
@@ -118,6 +120,50 @@ def _collection(row: Any) -> CollectionRecord:
     return CollectionRecord(*row[:_NL])
 
 
+# --------------------------------------------------------------------------- embedded relations
+
+# Relations of a product that a page of products can carry in its own statement on
+# PostgreSQL, so that a listing asking for them runs one statement, not one more per
+# relation: each is a correlated subquery answering anonymous records, which asyncpg
+# decodes into tuples of the same values the relation's batch reads (`VariantRecord(*t)`),
+# in the order the batch reads them. `CatalogLoaders.prime` seeds the loaders with them.
+Embed = frozenset[str]
+EMBEDDABLE: Embed = frozenset({"variants", "images", "category"})
+
+
+def _embedded_list(
+    columns: list[ColumnElement[Any]], product_id: Any, *order: Any
+) -> ColumnElement[Any]:
+    records = sa.func.array_agg(aggregate_order_by(sa.tuple_(*columns), *order), type_=NullType())
+    return sa.select(records).where(product_id == products.c.id).scalar_subquery()
+
+
+_EMBEDDED: dict[str, ColumnElement[Any]] = {
+    "category": (
+        sa.select(sa.type_coerce(sa.tuple_(*CATEGORY_COLUMNS), NullType()))
+        .where(categories.c.id == products.c.category_id)
+        .correlate(products)
+        .scalar_subquery()
+        .label("embedded_category")
+    ),
+    "images": _embedded_list(IMAGE_COLUMNS, images.c.product_id, images.c.position).label(
+        "embedded_images"
+    ),
+    "variants": _embedded_list(VARIANT_COLUMNS, variants.c.product_id, variants.c.id).label(
+        "embedded_variants"
+    ),
+}
+
+
+def embeddable(dialect: str, selected: frozenset[str]) -> Embed:
+    """The selected relations a product statement embeds on this dialect."""
+    return EMBEDDABLE & selected if dialect == "postgresql" else frozenset()
+
+
+def embedded_columns(embed: Embed) -> list[ColumnElement[Any]]:
+    return [_EMBEDDED[name] for name in sorted(embed)]
+
+
 # --------------------------------------------------------------------------- sorting
 
 ProductSortField = Literal["NAME", "PRICE", "CREATED_AT", "RELEVANCE"]
@@ -205,9 +251,12 @@ class ProductQuery:
         search: str | None,
         published_only: bool,
         currency: str,
+        embed: Embed = frozenset(),
     ) -> None:
         self.filter = filter or ProductFilter()
         self.dialect = dialect
+        # The relations each product row carries (see `embeddable`)
+        self.embed = embed
         self.published_only = published_only
         self.currency = currency
         self.search: _Search | None = None
@@ -241,7 +290,7 @@ class ProductQuery:
         key = SortKey(sort.field, expr, products.c.id, sort.descending, kind)
         self.window = Window.of(key, args)
         # Equal keys mean equal pages: nested loaders group parents by it.
-        self.key = (args, self.filter, sort, search, published_only)
+        self.key = (args, self.filter, sort, search, published_only, embed)
 
     def statements(self) -> tuple[Select[Any], Select[Any]]:
         """(base, page): the filtered products and this query's page of them.
@@ -253,7 +302,7 @@ class ProductQuery:
 
         def build() -> tuple[Select[Any], Select[Any]]:
             base = self.base()
-            return base, self.window.apply(base)
+            return base, self.window.apply(base.add_columns(*embedded_columns(self.embed)))
 
         return _BUILT.get(("listing", self.key, self.dialect, self.currency), build)
 
@@ -324,13 +373,21 @@ def _empty_page(query: ProductQuery) -> Page[ProductRecord]:
     return query.window.page([], _product, zero)
 
 
-async def list_products(db: Database, *, query: ProductQuery) -> Page[ProductRecord]:
-    """One page of products; its totalCount query runs only if asked for."""
+Prime = Callable[[Embed, Sequence[Any]], None]
+
+
+async def list_products(
+    db: Database, *, query: ProductQuery, prime: Prime | None = None
+) -> Page[ProductRecord]:
+    """One page of products; its totalCount query runs only if asked for. `prime` gets
+    the rows when they embed relations (`query.embed`)."""
     if query.no_results:
         return _empty_page(query)
     base, page = query.statements()
     async with db.read() as conn:
         rows = await fetch_all(conn, page)
+    if query.embed and prime is not None:
+        prime(query.embed, rows)
 
     async def count() -> int:
         return await _count(db, base)
@@ -341,21 +398,31 @@ async def list_products(db: Database, *, query: ProductQuery) -> Page[ProductRec
 # Products of many parents (a category and its descendants, or a collection) at once.
 
 
-def _category_base(query: ProductQuery, tree: Any) -> Callable[[int], Select[Any]]:
+def _category_base(query: ProductQuery, tree: Any, embed: Embed) -> Callable[[int], Select[Any]]:
     def base_for(category_id: int) -> Select[Any]:
-        return query.base().where(
-            products.c.category_id.in_(sa.select(tree.c.id).where(tree.c.root_id == category_id))
+        return (
+            query.base()
+            .add_columns(*embedded_columns(embed))
+            .where(
+                products.c.category_id.in_(
+                    sa.select(tree.c.id).where(tree.c.root_id == category_id)
+                )
+            )
         )
 
     return base_for
 
 
-def _collection_base(query: ProductQuery) -> Callable[[int], Select[Any]]:
+def _collection_base(query: ProductQuery, embed: Embed) -> Callable[[int], Select[Any]]:
     def base_for(collection_id: int) -> Select[Any]:
-        return query.base().where(
-            sa.exists().where(
-                collection_products.c.product_id == products.c.id,
-                collection_products.c.collection_id == collection_id,
+        return (
+            query.base()
+            .add_columns(*embedded_columns(embed))
+            .where(
+                sa.exists().where(
+                    collection_products.c.product_id == products.c.id,
+                    collection_products.c.collection_id == collection_id,
+                )
             )
         )
 
@@ -375,9 +442,9 @@ async def products_by_parent(
 
     def build() -> Select[Any]:
         base_for = (
-            _category_base(query, subtree(parent_ids))
+            _category_base(query, subtree(parent_ids), query.embed)
             if parent == "category"
-            else _collection_base(query)
+            else _collection_base(query, query.embed)
         )
         return per_parent(query.window, parent_ids, base_for)
 
@@ -396,9 +463,9 @@ async def product_counts_by_parent(
     if query.no_results or not parent_ids:
         return {}
     base_for = (
-        _category_base(query, subtree(parent_ids))
+        _category_base(query, subtree(parent_ids), frozenset())
         if parent == "category"
-        else _collection_base(query)
+        else _collection_base(query, frozenset())
     )
     branches = [
         sa.select(sa.literal(pid).label("parent"), sa.func.count().label("n")).select_from(
@@ -504,12 +571,32 @@ async def products_by_ids(
     return {row.id: _product(row) for row in rows}
 
 
+_BY_SLUG: dict[tuple[bool, Embed], Select[Any]] = {}  # at most 2 x 8 statements
+
+
+def _by_slug(published_only: bool, embed: Embed) -> Select[Any]:
+    stmt = _BY_SLUG.get((published_only, embed))
+    if stmt is None:
+        base = _PUBLISHED_PRODUCT_BY_SLUG if published_only else _PRODUCT_BY_SLUG
+        stmt = _BY_SLUG[published_only, embed] = base.add_columns(*embedded_columns(embed))
+    return stmt
+
+
 async def product_by_slug(
-    conn: AsyncConnection, *, slug: str, published_only: bool
+    conn: AsyncConnection,
+    *,
+    slug: str,
+    published_only: bool,
+    embed: Embed = frozenset(),
+    prime: Prime | None = None,
 ) -> ProductRecord | None:
-    stmt = _PUBLISHED_PRODUCT_BY_SLUG if published_only else _PRODUCT_BY_SLUG
-    row = await fetch_first(conn, stmt, {"slug": slug})
-    return _product(row) if row is not None else None
+    """The product with this slug; `prime` gets its row when it embeds relations."""
+    row = await fetch_first(conn, _by_slug(published_only, embed), {"slug": slug})
+    if row is None:
+        return None
+    if embed and prime is not None:
+        prime(embed, [row])
+    return _product(row)
 
 
 def _visible_variants(published_only: bool) -> Select[Any]:

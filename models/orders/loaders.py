@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from functools import cached_property
 from typing import Any
 
@@ -37,7 +37,7 @@ class CommerceLoaders:
         self.viewer_id = viewer_id
         self.all_orders = all_orders
         self.all_promo_codes = all_promo_codes
-        self._order_windows: dict[Hashable, Window] = {}
+        self._order_windows: dict[Hashable, tuple[Window, bool]] = {}
 
     def _batch(self, fetch: Any, default: Any = None) -> DataLoader[Any, Any]:
         db = self.db
@@ -144,11 +144,14 @@ class CommerceLoaders:
             found: dict[tuple[Hashable, int], list[Any]] = {}
             async with db.read() as conn:
                 for args_key, user_ids in groups.items():
+                    window, embed_lines = windows[args_key]
                     rows = await q.orders_by_users(
-                        conn, user_ids=user_ids, window=windows[args_key]
+                        conn, user_ids=user_ids, window=window, embed_lines=embed_lines
                     )
                     for user_id in user_ids:
                         found[(args_key, user_id)] = rows.get(user_id, [])
+                    if embed_lines:
+                        self._prime_lines(row for user_rows in rows.values() for row in user_rows)
             return [found[key] for key in keys]
 
         return DataLoader(batch, max_batch_size=100)
@@ -157,9 +160,21 @@ class CommerceLoaders:
     def _order_count_of_user(self) -> DataLoader[int, int]:
         return self._batch(lambda conn, keys: q.order_counts_by_users(conn, user_ids=keys), 0)
 
-    async def orders_of(self, user_id: int, window: Window) -> Page[OrderRecord]:
-        self._order_windows.setdefault(window.args, window)
-        rows = await self._orders_of_user.load((window.args, user_id))
+    def _prime_lines(self, rows: Iterable[Any]) -> None:
+        """Seed `lines_by_order_id` with the lines order rows embed (`q.EMBEDDED_LINES`)."""
+        lines = self.lines_by_order_id
+        for row in rows:
+            found = row.embedded_lines
+            lines.prime(row.id, [OrderLineRecord(*line) for line in found] if found else [])
+
+    async def orders_of(
+        self, user_id: int, window: Window, *, embed_lines: bool = False
+    ) -> Page[OrderRecord]:
+        """A page of the customer's orders; `embed_lines` (PostgreSQL) reads their lines in
+        the same statement."""
+        args_key = (window.args, embed_lines)
+        self._order_windows.setdefault(args_key, (window, embed_lines))
+        rows = await self._orders_of_user.load((args_key, user_id))
 
         async def count() -> int:
             return await self._order_count_of_user.load(user_id)

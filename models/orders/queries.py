@@ -9,8 +9,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
+from sqlalchemy.types import NullType
 
 from models.accounts.queries import ADDRESS_FIELDS
 from models.accounts.tables import addresses, users
@@ -371,18 +373,40 @@ async def addresses_by_ids(conn: AsyncConnection, *, ids: Sequence[int]) -> dict
     return {row.id: AddressRecord(*row) for row in rows.all()}
 
 
+# An order's lines as a column of its row (PostgreSQL), as catalog pages embed variants
+# (models.catalog.queries, "embedded relations"): records in the order and with the values
+# `lines_by_order_ids` reads, for `OrderLineRecord(*t)`.
+EMBEDDED_LINES = (
+    sa.select(
+        sa.func.array_agg(
+            aggregate_order_by(sa.tuple_(*_LINE_COLUMNS), order_lines.c.id), type_=NullType()
+        )
+    )
+    .where(order_lines.c.order_id == orders.c.id)
+    .scalar_subquery()
+    .label("embedded_lines")
+)
+
+
+def embeds_lines(dialect: str, selected: frozenset[str]) -> bool:
+    """Whether an order page whose orders are asked for `selected` fields embeds lines."""
+    return dialect == "postgresql" and "lines" in selected
+
+
 async def orders_by_users(
-    conn: AsyncConnection, *, user_ids: Sequence[int], window: Window
+    conn: AsyncConnection, *, user_ids: Sequence[int], window: Window, embed_lines: bool = False
 ) -> dict[int, list[Any]]:
-    """One page of orders per customer, for many customers in one statement."""
+    """One page of orders per customer, for many customers in one statement; with
+    `embed_lines` each row carries its lines (`embedded_lines`, PostgreSQL only)."""
+    extra = [EMBEDDED_LINES] if embed_lines else []
 
     def base_for(user_id: int) -> sa.Select[Any]:
-        return sa.select(*_ORDER_COLUMNS).where(orders.c.user_id == user_id)
+        return sa.select(*_ORDER_COLUMNS, *extra).where(orders.c.user_id == user_id)
 
     def build() -> sa.Select[Any]:
         return per_parent(window, user_ids, base_for)
 
-    stmt = _LISTINGS.get(("by_users", window, tuple(user_ids)), build)
+    stmt = _LISTINGS.get(("by_users", window, tuple(user_ids), embed_lines), build)
     rows = await fetch_all(conn, stmt)
     return group_rows(window, rows)
 
