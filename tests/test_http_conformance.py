@@ -375,6 +375,8 @@ def slow_variants(catalog_db: Database, monkeypatch: pytest.MonkeyPatch) -> None
         return {}
 
     monkeypatch.setattr(catalog_loaders.q, "variants_by_product_ids", hang)
+    # Variants are read by their loader, not within the product page (PostgreSQL embeds them)
+    monkeypatch.setattr(catalog_loaders.q, "embeddable", lambda dialect, selected: frozenset())
 
 
 async def _busy_sessions(db: Database) -> int:

@@ -157,13 +157,9 @@ class CatalogLoaders:
         queries = self._product_queries
 
         async def run(conn: Any, args_key: Hashable, parent_ids: list[int]) -> dict[int, Any]:
-            query = queries[args_key]
-            found = await q.products_by_parent(
-                conn, parent=parent, parent_ids=parent_ids, query=query
+            return await q.products_by_parent(
+                conn, parent=parent, parent_ids=parent_ids, query=queries[args_key]
             )
-            if query.embed:
-                self.prime(query.embed, [row for rows in found.values() for row in rows])
-            return found
 
         return self._grouped(run, [])
 
@@ -207,6 +203,8 @@ class CatalogLoaders:
             else (self._rows_by_collection, self._count_by_collection)
         )
         rows = await rows_loader.load(key)
+        if query.embed:  # here, not in the batch: a batch referring to self is a cycle
+            self.prime(query.embed, rows)
 
         async def count() -> int:
             return await count_loader.load(key)

@@ -150,8 +150,6 @@ class CommerceLoaders:
                     )
                     for user_id in user_ids:
                         found[(args_key, user_id)] = rows.get(user_id, [])
-                    if embed_lines:
-                        self._prime_lines(row for user_rows in rows.values() for row in user_rows)
             return [found[key] for key in keys]
 
         return DataLoader(batch, max_batch_size=100)
@@ -175,6 +173,8 @@ class CommerceLoaders:
         args_key = (window.args, embed_lines)
         self._order_windows.setdefault(args_key, (window, embed_lines))
         rows = await self._orders_of_user.load((args_key, user_id))
+        if embed_lines:  # here, not in the batch: a batch referring to self is a cycle
+            self._prime_lines(rows)
 
         async def count() -> int:
             return await self._order_count_of_user.load(user_id)
