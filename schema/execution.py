@@ -32,6 +32,14 @@ call the loader directly; an object waits for its loaders' futures together, and
 of objects whose items wait only for such futures waits for all its items in one
 coroutine, not a task per item (`_await_loaded_list`).
 
+A selection set whose every field is planned inline, met again in a later request (the
+same parsed document: the document cache), is compiled (`_Compiler`): Python source that
+completes the whole object, its nested objects and lists included, in one call, built
+once per schema and selection. Where it meets anything it does not complete itself (a
+null in a non-null field, a pending loader future, a value of another type, a resolver
+that raises) it gives up and the generic path answers, errors included; the differential
+test runs every document twice to compare both.
+
 Its base, `RequestExecutionContext` (usable alone, with the stock field machinery), answers
 only once nothing the operation started still runs: no DataLoader batch, no abandoned field,
 no connection out of the pool (tests/test_request_teardown.py).
@@ -45,6 +53,7 @@ from collections.abc import Awaitable, Callable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import Enum
+from keyword import iskeyword
 from math import isfinite
 from types import CoroutineType, GeneratorType
 from typing import Any, TypeGuard, cast
@@ -647,6 +656,231 @@ class _Loading:
         self.on_done = self.wake = None  # on_done holds this object: a reference cycle
 
 
+# --------------------------------------------------------------------------- compiled
+
+
+class _Fallback(Exception):
+    """A compiled selection met a value it does not complete: the generic path takes it."""
+
+
+_FALLBACK = _Fallback()
+_NOT_YET: Any = object()
+# Compiled selections, kept on the schema (like the field kinds): key -> (the grouped
+# field set, kept alive so the AST node ids in the key stay unique; the function or None).
+# A key is compiled the second time it is seen, so documents that are not reused (no
+# document cache) never pay for compilation.
+_COMPILED_ATTR = "_shopql_compiled"
+_MAX_COMPILED = 2000
+
+_CompiledFn = Callable[[Any, Any, Any], dict[str, Any]]
+# A compiled selection that fell back in this many requests, and in most of those that
+# used it, is not tried again (until the store is cleared): say a field whose values are
+# always pending loader futures (batches that are not primed) or awaitables.
+_MAX_FALLBACKS = 16
+
+
+class _Compiled:
+    __slots__ = ("fallbacks", "fields", "function", "requests")
+
+    def __init__(self, fields: GroupedFieldSet, function: _CompiledFn | None) -> None:
+        self.fields = fields  # kept alive: the AST node ids in its key stay unique
+        self.function = function
+        self.requests = 0  # that looked it up
+        self.fallbacks = 0  # requests in which it fell back
+
+    def fell_back(self) -> None:
+        self.fallbacks += 1
+        if self.fallbacks >= _MAX_FALLBACKS and self.fallbacks * 2 > self.requests:
+            self.function = None
+
+
+def _drop(value: Any) -> None:
+    """Close a coroutine a resolver returned to the compiled path, which does not await
+    it: the generic path calls the resolver again."""
+    if type(value) is CoroutineType:
+        value.close()
+
+
+def _has_directives(node: Any) -> bool:
+    """Whether any selection below `node` (an operation or fragment) carries a directive."""
+    selection_set = getattr(node, "selection_set", None)
+    if selection_set is None:
+        return False
+    for selection in selection_set.selections:
+        if selection.directives or _has_directives(selection):
+            return True
+    return False
+
+
+class _Compiler:
+    """Python source for completing an object's selection set in one call, for selections
+    whose every field is planned inline (attribute, one-argument resolver, loaded field,
+    `__typename`) and completes as an exact leaf, an inline object or a list of them.
+
+    The generated function answers exactly the dict `execute_fields` would, or raises
+    (`_Fallback`, or whatever a resolver raised): then the caller runs the generic path,
+    which produces the same values, nulls and errors as before. It never records an
+    error itself, so anything unusual (null in a non-null field, a pending DataLoader
+    future, a value of another type) is left to the generic path."""
+
+    def __init__(self, context: FastExecutionContext) -> None:
+        self.context = context
+        self.schema = context.schema
+        self.lines: list[str] = []
+        self.names: dict[str, Any] = {
+            "_FB": _FALLBACK,
+            "_FUTURE": _FUTURE,
+            "_UNDEF": Undefined,
+            "_DROP": _drop,
+        }
+        self.functions: dict[tuple[GraphQLObjectType, int], str | None] = {}
+
+    def constant(self, value: Any) -> str:
+        name = f"g{len(self.names)}"
+        self.names[name] = value
+        return name
+
+    def compile(self, object_type: GraphQLObjectType, fields: GroupedFieldSet) -> Any:
+        top = self.function(object_type, fields)
+        if top is None:
+            return None
+        namespace = dict(self.names)
+        exec("\n".join(self.lines), namespace)  # noqa: S102 - source built here from the schema
+        return namespace[top]
+
+    def function(self, object_type: GraphQLObjectType, fields: GroupedFieldSet) -> str | None:
+        key = (object_type, id(fields))
+        if key in self.functions:
+            return self.functions[key]
+        name = f"c{len(self.functions)}"
+        self.functions[key] = None  # a selection that reaches itself is not compiled
+        body = [f"def {name}(s, X, C):"]
+        entries: list[str] = []
+        for index, (response_name, details) in enumerate(fields.items()):
+            node = details[0].node
+            field_def = self.schema.get_field(object_type, node.name.value)
+            if field_def is None or node.arguments:
+                return None
+            if field_def is TypeNameMetaFieldDef:
+                entries.append(f"{response_name!r}: {object_type.name!r}")
+                continue
+            kind = _kind_of(self.schema, field_def)
+            var = f"v{index}"
+            fetched = self.fetch(kind, var)
+            completed = self.complete(var, field_def.type, kind, details)
+            if fetched is None or completed is None:
+                return None
+            body += fetched + completed
+            entries.append(f"{response_name!r}: {var}")
+        body.append("    return {" + ", ".join(entries) + "}")
+        self.lines += body
+        self.functions[key] = name
+        return name
+
+    def fetch(self, kind: _Kind, var: str) -> list[str] | None:
+        attr = kind.attr
+        if kind.fetch == _ATTR and attr.isidentifier() and not iskeyword(attr):
+            return [f"    {var} = s.{attr}"]
+        if kind.fetch == _CALL1:
+            return [f"    {var} = {self.constant(kind.func)}(s)"]
+        if kind.fetch == _LOADER and attr.isidentifier() and not iskeyword(attr):
+            loader = self.constant(kind.func)
+            return [
+                f"    k = s.{attr}",
+                "    if k is None:",
+                f"        {var} = None",
+                "    else:",
+                f"        f = {loader}(C).load(k)",
+                "        if type(f) is not _FUTURE or not f.done() or f.cancelled()"
+                " or f.exception() is not None:",
+                "            raise _FB",
+                f"        {var} = f.result()",
+            ]
+        return None
+
+    def complete(
+        self, var: str, return_type: GraphQLOutputType, kind: _Kind, details: FieldDetailsList
+    ) -> list[str] | None:
+        non_null = isinstance(return_type, GraphQLNonNull)
+        inner = return_type.of_type if isinstance(return_type, GraphQLNonNull) else return_type
+        leaf = kind.leaf
+        if leaf is not None:
+            inline = [
+                f"        d, w = X._complete_leaf_inline({self.constant(leaf)}, {var})",
+                "        if not d:",
+                f"            _DROP({var})",
+                "            raise _FB",
+                f"        {var} = w",
+            ]
+            exact = leaf.exact if not leaf.list_ else None
+            if exact is None:
+                return ["    if True:", *inline]
+            test = f"type({var}) is not {self.constant(exact[0])}"
+            if exact[1] is not None:
+                test += f" or not {self.constant(exact[1])}({var})"
+            return [f"    if {test}:", *inline]
+        if _inline_object(inner):
+            child = self.child(inner, details)
+            if child is None:
+                return None
+            records = _records_of(inner)
+            lines = [f"    if {var} is None:", "        raise _FB" if non_null else "        pass"]
+            if records is not None:
+                lines += [
+                    f"    elif isinstance({var}, {self.constant(records)}):",
+                    f"        {var} = {child}({var}, X, C)",
+                    "    else:",
+                    "        raise _FB",
+                ]
+            else:
+                lines += [
+                    f"    elif {var} is _UNDEF or isinstance({var}, Exception)"
+                    f" or X.is_awaitable({var}):",
+                    f"        _DROP({var})",
+                    "        raise _FB",
+                    "    else:",
+                    f"        {var} = {child}({var}, X, C)",
+                ]
+            return lines
+        if type(inner) is GraphQLList:
+            item_type = inner.of_type
+            item_non_null = isinstance(item_type, GraphQLNonNull)
+            item_inner = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
+            if not _inline_object(item_inner):
+                return None
+            child = self.child(item_inner, details)
+            if child is None:
+                return None
+            records = _records_of(item_inner)
+            present = (
+                f"isinstance(i, {self.constant(records)})"
+                if records is not None
+                else "i is not None and i is not _UNDEF and not isinstance(i, Exception)"
+                " and not X.is_awaitable(i)"
+            )
+            lines = [
+                f"    if type({var}) is list:",
+                "        o = []",
+                f"        for i in {var}:",
+                f"            if {present}:",
+                f"                o.append({child}(i, X, C))",
+            ]
+            if not item_non_null:
+                lines += ["            elif i is None:", "                o.append(None)"]
+            lines += ["            else:", "                raise _FB", f"        {var} = o"]
+            lines += [f"    elif {var} is not None:", f"        _DROP({var})", "        raise _FB"]
+            if non_null:
+                lines += ["    else:", "        raise _FB"]
+            return lines
+        return None
+
+    def child(self, object_type: GraphQLObjectType, details: FieldDetailsList) -> str | None:
+        fields, new_defer_usages, *_ = self.context.collect_subfields(object_type, details)
+        if new_defer_usages:
+            return None
+        return self.function(object_type, fields)
+
+
 class FastExecutionContext(RequestExecutionContext):
     """graphql-core's executor (as strawberry configures it) with trivial fields inlined,
     answering once nothing the operation started still runs (`RequestExecutionContext`)."""
@@ -668,6 +902,43 @@ class FastExecutionContext(RequestExecutionContext):
         # Set by _complete_object_list for the next execute_fields call (one list item):
         # loaded fields then come back as a _Loading for the list to wait for together
         self._item_loading = False
+        # (parent type, id of the grouped field set) -> its compiled function, or None
+        # (not compilable, or it fell back once in this request)
+        self._compiled: dict[tuple[GraphQLObjectType, int], _Compiled | None] = {}
+        # Compiled selections need a document without directives (@skip/@include may
+        # depend on variables, @defer/@stream change completion)
+        self._may_compile = (
+            self._fast
+            and self._wait_loaders
+            and not _has_directives(self.operation)
+            and not any(_has_directives(f) for f in self.fragments.values())
+        )
+
+    def _find_compiled(
+        self, parent_type: GraphQLObjectType, fields: GroupedFieldSet
+    ) -> _Compiled | None:
+        """The compiled function for this selection (see `_Compiler`), from the schema's
+        store: keyed by the AST nodes of the selection (the document cache hands out the
+        same parsed document for the same query text), built the second time it is asked
+        for."""
+        store: dict[Any, _Compiled] | None = self.schema.__dict__.get(_COMPILED_ATTR)
+        if store is None:
+            store = {}
+            setattr(self.schema, _COMPILED_ATTR, store)
+        key = (
+            parent_type.name,
+            tuple(tuple(id(d.node) for d in details) for details in fields.values()),
+        )
+        entry = store.get(key)
+        if entry is None:
+            if len(store) >= _MAX_COMPILED:
+                store.clear()
+            store[key] = _Compiled(fields, _NOT_YET)  # seen once
+            return None
+        if entry.function is _NOT_YET:
+            entry.function = _Compiler(self).compile(parent_type, fields)
+        entry.requests += 1
+        return entry if entry.function is not None else None
 
     def _plan(self, parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> list[_Step]:
         schema = self.schema
@@ -704,6 +975,20 @@ class FastExecutionContext(RequestExecutionContext):
         if item_loading:
             self._item_loading = False  # for this call only, not the nested ones
         key = (parent_type, id(grouped_field_set))
+        if self._may_compile and position_context is None:
+            compiled = self._compiled.get(key, _NOT_YET)
+            if compiled is _NOT_YET:
+                compiled = self._compiled[key] = self._find_compiled(parent_type, grouped_field_set)
+            function = None if compiled is None else compiled.function
+            if function is not None:
+                assert compiled is not None
+                try:
+                    return function(source_value, self, self.context_value)
+                except Exception:
+                    # The generic path below answers it (errors included); the rest of
+                    # this request does not try again (a pending loader stays pending)
+                    self._compiled[key] = None
+                    compiled.fell_back()
         planned = self._plans.get(key)
         if planned is None:
             planned = self._plans[key] = (

@@ -16,6 +16,7 @@ import ast
 import asyncio
 import json
 import random
+from collections import Counter
 from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime
 from enum import Enum
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 import strawberry
 from graphql import (
+    DocumentNode,
     GraphQLEnumType,
     GraphQLInputObjectType,
     GraphQLInterfaceType,
@@ -51,7 +53,14 @@ from models.db import Database
 from models.settings import Settings
 from resolvers.context import Context
 from schema import build_schema
-from schema.execution import _ATTR, _CALL1, _LOADER, FastExecutionContext, _classify
+from schema.execution import (
+    _ATTR,
+    _CALL1,
+    _LOADER,
+    FastExecutionContext,
+    _classify,
+    _Compiler,
+)
 from schema.fields import loaded, records_of
 
 TESTS = Path(__file__).parent
@@ -83,6 +92,18 @@ def _context(db: Database, viewer: UserRecord | None) -> Context:
     return Context(db=db, settings=settings, services=None, viewer=viewer)  # type: ignore[arg-type]
 
 
+_PARSED: dict[str, DocumentNode] = {}
+
+
+def _parsed(document: str) -> DocumentNode:
+    """One parsed document per text, as the app's document cache hands out: the fast
+    executor compiles a selection the second time it sees its AST nodes."""
+    parsed = _PARSED.get(document)
+    if parsed is None:
+        parsed = _PARSED[document] = parse(document)
+    return parsed
+
+
 async def _run(
     schema: GraphQLSchema,
     executor: type[Any],
@@ -93,7 +114,7 @@ async def _run(
 ) -> str:
     result = execute(
         schema,
-        parse(document),
+        _parsed(document),
         root_value=root,
         context_value=context,
         variable_values=variables,
@@ -129,10 +150,12 @@ async def _differential(
         variables,
         _context(db, viewer),
     )
-    fast = await _run(
-        GRAPHQL_SCHEMA, FastExecutionContext, document, variables, _context(db, viewer)
-    )
-    assert fast == stock, f"executors differ on\n{document}\nvariables={variables}"
+    # Twice: the second run completes compilable selections with compiled functions
+    for attempt in ("first run", "compiled run"):
+        fast = await _run(
+            GRAPHQL_SCHEMA, FastExecutionContext, document, variables, _context(db, viewer)
+        )
+        assert fast == stock, f"executors differ ({attempt}) on\n{document}\nvariables={variables}"
     return fast
 
 
@@ -783,6 +806,8 @@ async def test_misbehaving_fields_answer_identically() -> None:
             EDGE_SCHEMA, StrawberryGraphQLCoreExecutionContext, text, None, EdgeLoaders()
         )
         fast = await _run(EDGE_SCHEMA, FastExecutionContext, text, None, EdgeLoaders())
+        compiled = await _run(EDGE_SCHEMA, FastExecutionContext, text, None, EdgeLoaders())
+        assert compiled == fast, text  # the second run may take compiled selections
         if fast != stock and "ixedGadgets" in text:
             expected, answered = json.loads(stock), json.loads(fast)
             assert answered["data"] == expected["data"], text
@@ -940,3 +965,56 @@ def test_is_awaitable_answers_from_the_type_only_where_the_type_decides() -> Non
     pending = coroutine()
     assert is_awaitable(pending)
     pending.close()
+
+
+async def test_a_repeated_document_is_completed_by_compiled_selections(
+    catalog_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second time the executor meets a selection (the same parsed document, as the
+    document cache hands it out) it compiles it: one call completes the whole connection,
+    with the answer of the first run and of graphql-core's executor. A selection with
+    a directive is not compiled; one whose value the compiled code does not complete
+    falls back to the generic path with the same answer."""
+    completed: Counter[str] = Counter()
+    compile_selection = _Compiler.compile
+
+    def counting(self: _Compiler, object_type: Any, fields: Any) -> Any:
+        function = compile_selection(self, object_type, fields)
+        if function is None:
+            return None
+
+        def counted(*args: Any) -> Any:
+            answer = function(*args)
+            completed[object_type.name] += 1
+            return answer
+
+        return counted
+
+    monkeypatch.setattr(_Compiler, "compile", counting)
+    listing = (
+        "query CompiledListing($n: Int!) { products(first: $n) { nodes { __typename id name"
+        " slug isAvailable priceRange { start { amount currency } stop { amount } } }"
+        " pageInfo { hasNextPage endCursor } } }"
+    )
+    answers = {await _differential(catalog_db, listing, {"n": n}, None) for n in (5, 5, 5)}
+    assert len(answers) == 1
+    assert len(json.loads(answers.pop())["data"]["products"]["nodes"]) == 5
+    # Runs 2 to 6 of the same document (3 x first and compiled run, after the first)
+    assert completed == {"ProductConnection": 5}, completed
+
+    completed.clear()
+    skipping = listing.replace("CompiledListing", "Skipping").replace(
+        "slug", "slug @skip(if: false)"
+    )
+    for _ in range(3):
+        await _differential(catalog_db, skipping, {"n": 3}, None)
+    assert not completed
+
+    # A total count is a coroutine: the compiled connection falls back (and closes it)
+    counted = listing.replace("CompiledListing", "Counted").replace(
+        "pageInfo {", "totalCount pageInfo {"
+    )
+    for _ in range(3):
+        answer = json.loads(await _differential(catalog_db, counted, {"n": 2}, None))
+        assert answer["data"]["products"]["totalCount"] > 2
+    assert "ProductConnection" not in completed and completed["Product"] >= 2, completed
