@@ -259,6 +259,11 @@ class ShopTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             )
         except _OperationStreamClosed:
             return
+        except WebSocketDisconnected:
+            # The client went away while a result was on its way: nobody to tell, and
+            # nothing failed on the server (the connection's teardown ends the rest).
+            self.operations.pop(operation.id, None)
+            return
         except Exception as error:
             await self.handle_task_exception(error)
             with suppress(Exception):
