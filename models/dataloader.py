@@ -13,7 +13,7 @@ still finishes, or is cancelled, before that request answers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Generic, TypeVar
 
@@ -110,3 +110,18 @@ class DataLoader(Generic[K, V]):
             future = self._cache[key]
             if not future.done():
                 future.set_result(value)
+
+
+def keyed_loader(
+    fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]], *, allowed: bool = True
+) -> DataLoader[K, V | None]:
+    """A loader whose batch is one `fetch(keys) -> {key: value}`; a missing key is None.
+    Not `allowed` (the viewer lacks the permission): every key is None, nothing fetched."""
+
+    async def batch(keys: list[K]) -> list[V | None]:
+        if not allowed:
+            return [None] * len(keys)
+        found = await fetch(keys)
+        return [found.get(key) for key in keys]
+
+    return DataLoader(batch)

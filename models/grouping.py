@@ -1,4 +1,5 @@
-"""Rows of a batched child query, grouped under their parent's key as records."""
+"""Rows of a batched child query, grouped under their parent's key as records (or read from
+a parent row that embeds them)."""
 
 from __future__ import annotations
 
@@ -20,3 +21,13 @@ def group_by(records: Iterable[R], key: str) -> dict[Any, list[R]]:
     for record in records:
         grouped.setdefault(getattr(record, key), []).append(record)
     return grouped
+
+
+def prime_embedded(loader: Any, rows: Iterable[Any], column: str, record: Callable[..., R]) -> None:
+    """Seed `loader` (keyed by parent id) with the children each parent row embeds: the
+    array of tuples in `column` (null for none) as `[record(*t), ...]`, as its batch would
+    answer them."""
+    prime = loader.prime
+    for row in rows:
+        found = getattr(row, column)
+        prime(row.id, [record(*values) for values in found] if found else [])

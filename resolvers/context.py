@@ -84,7 +84,7 @@ class Context:
 
     @property
     def can_see_unpublished(self) -> bool:
-        return self.viewer is not None and self.viewer.has("MANAGE_PRODUCTS")
+        return self.has_permission("MANAGE_PRODUCTS")
 
     @cached_property
     def catalog(self) -> CatalogLoaders:
@@ -96,7 +96,7 @@ class Context:
         return CommerceLoaders(
             self.db,
             viewer_id=viewer.id if viewer else None,
-            all_orders=viewer is not None and viewer.has("MANAGE_ORDERS"),
+            all_orders=self.has_permission("MANAGE_ORDERS"),
             all_promo_codes=self.has_permission("MANAGE_DISCOUNTS"),
         )
 

@@ -813,8 +813,8 @@ class _Compiler:
                 f"        {var} = w",
             ]
             exact = leaf.exact if not leaf.list_ else None
-            if exact is None:
-                return ["    if True:", *inline]
+            if exact is None:  # always through the helper
+                return [line[4:] for line in inline]
             test = f"type({var}) is not {self.constant(exact[0])}"
             if exact[1] is not None:
                 test += f" or not {self.constant(exact[1])}({var})"

@@ -30,6 +30,7 @@ from conftest import make_client
 from models.accounts.tables import PERMISSIONS
 from models.db import Database, utcnow
 from models.webhooks.tables import webhook_attempts, webhook_deliveries
+from resolvers import ids as global_ids
 
 COUNT = 20
 TYPES = ("AuditEntry", "Fulfillment", "PromoCode", "Webhook", "WebhookDelivery")
@@ -67,10 +68,6 @@ NODES = "query($ids: [ID!]!) { nodes(ids: $ids) { __typename ... on %s { %s } } 
 NODE_ID = "query($id: ID!) { node(id: $id) { id } }"
 NODES_ID = "query($ids: [ID!]!) { nodes(ids: $ids) { id __typename } }"
 MISSING_KEY = 999_999
-
-
-def key_of(global_id: str) -> int:
-    return int(base64.b64decode(global_id).decode().partition(":")[2])
 
 
 @dataclass
@@ -220,7 +217,7 @@ async def shop(fresh_db: Database) -> AsyncIterator[Shop]:
         fulfillments = await _fulfil_each_line(client, admin, gid("Order", order_a))
         (fulfillment_b,) = await _fulfil_each_line(client, admin, gid("Order", order_b))
         hooks = await _webhooks(client, admin)
-        deliveries = await _deliveries(fresh_db, [key_of(h) for h in hooks])
+        deliveries = await _deliveries(fresh_db, [int(global_ids.decode_any(h)[1]) for h in hooks])
         body = await call(client, "{ promoCodes(first: 100) { nodes { id } } }", token=admin)
         promos = [p["id"] for p in body["data"]["promoCodes"]["nodes"]][:COUNT]
         body = await call(client, "{ auditLog(first: 20) { nodes { id } } }", token=admin)

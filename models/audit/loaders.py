@@ -7,7 +7,7 @@ from functools import cached_property
 
 from models.audit import queries as q
 from models.audit.queries import AuditRecord
-from models.dataloader import DataLoader
+from models.dataloader import DataLoader, keyed_loader
 from models.db import Database
 
 
@@ -18,11 +18,10 @@ class AuditLoaders:
 
     @cached_property
     def entry_by_id(self) -> DataLoader[int, AuditRecord | None]:
-        async def batch(keys: list[int]) -> list[AuditRecord | None]:
-            if not self.manages_staff:
-                return [None] * len(keys)
-            async with self.db.read() as conn:
-                found = await q.entries_by_ids(conn, ids=keys)
-            return [found.get(key) for key in keys]
+        db = self.db  # not self: a loader the container holds must not hold it back
 
-        return DataLoader(batch)
+        async def fetch(ids: list[int]) -> dict[int, AuditRecord]:
+            async with db.read() as conn:
+                return await q.entries_by_ids(conn, ids=ids)
+
+        return keyed_loader(fetch, allowed=self.manages_staff)

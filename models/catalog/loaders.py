@@ -21,6 +21,7 @@ from models.catalog.queries import (
 )
 from models.dataloader import DataLoader
 from models.db import Database
+from models.grouping import prime_embedded
 from models.pagination import Page, Window
 
 K = TypeVar("K", bound=Hashable)
@@ -109,15 +110,9 @@ class CatalogLoaders:
         """Seed the relation loaders with the relations product rows embed
         (`q.embedded_columns`): what their batches would read, without the statements."""
         if "variants" in embed:
-            variants = self.variants_by_product_id
-            for row in rows:
-                found = row.embedded_variants
-                variants.prime(row.id, [VariantRecord(*v) for v in found] if found else [])
+            prime_embedded(self.variants_by_product_id, rows, "embedded_variants", VariantRecord)
         if "images" in embed:
-            images = self.images_by_product_id
-            for row in rows:
-                found = row.embedded_images
-                images.prime(row.id, [ImageRecord(*i) for i in found] if found else [])
+            prime_embedded(self.images_by_product_id, rows, "embedded_images", ImageRecord)
         if "category" in embed:
             category = self.category_by_id
             for row in rows:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from functools import cached_property
 from typing import Any
 
@@ -14,6 +14,7 @@ from models.checkout.pricing import PromoRecord, ShippingMethodRecord
 from models.checkout.queries import CheckoutLineRecord, CheckoutRecord
 from models.dataloader import DataLoader
 from models.db import Database
+from models.grouping import prime_embedded
 from models.orders import admin as oa
 from models.orders import queries as q
 from models.orders.admin import FulfillmentLineRecord, FulfillmentRecord
@@ -158,13 +159,6 @@ class CommerceLoaders:
     def _order_count_of_user(self) -> DataLoader[int, int]:
         return self._batch(lambda conn, keys: q.order_counts_by_users(conn, user_ids=keys), 0)
 
-    def _prime_lines(self, rows: Iterable[Any]) -> None:
-        """Seed `lines_by_order_id` with the lines order rows embed (`q.EMBEDDED_LINES`)."""
-        lines = self.lines_by_order_id
-        for row in rows:
-            found = row.embedded_lines
-            lines.prime(row.id, [OrderLineRecord(*line) for line in found] if found else [])
-
     async def orders_of(
         self, user_id: int, window: Window, *, embed_lines: bool = False
     ) -> Page[OrderRecord]:
@@ -174,7 +168,7 @@ class CommerceLoaders:
         self._order_windows.setdefault(args_key, (window, embed_lines))
         rows = await self._orders_of_user.load((args_key, user_id))
         if embed_lines:  # here, not in the batch: a batch referring to self is a cycle
-            self._prime_lines(rows)
+            prime_embedded(self.lines_by_order_id, rows, "embedded_lines", OrderLineRecord)
 
         async def count() -> int:
             return await self._order_count_of_user.load(user_id)

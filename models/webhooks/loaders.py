@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from models.dataloader import DataLoader
+from models.dataloader import DataLoader, keyed_loader
 from models.db import Database
 from models.webhooks import queries as q
 from models.webhooks.queries import DeliveryRecord, WebhookRecord
@@ -19,20 +19,12 @@ class WebhookLoaders:
 
     @cached_property
     def webhook_by_id(self) -> DataLoader[int, WebhookRecord | None]:
-        async def batch(keys: list[int]) -> list[WebhookRecord | None]:
-            if not self.manages_staff:
-                return [None] * len(keys)
-            found = await q.webhooks_by_ids(self.db, ids=keys)
-            return [found.get(key) for key in keys]
-
-        return DataLoader(batch)
+        db = self.db  # not self: a loader the container holds must not hold it back
+        return keyed_loader(lambda ids: q.webhooks_by_ids(db, ids=ids), allowed=self.manages_staff)
 
     @cached_property
     def delivery_by_id(self) -> DataLoader[int, DeliveryRecord | None]:
-        async def batch(keys: list[int]) -> list[DeliveryRecord | None]:
-            if not self.manages_staff:
-                return [None] * len(keys)
-            found = await q.deliveries_by_ids(self.db, ids=keys)
-            return [found.get(key) for key in keys]
-
-        return DataLoader(batch)
+        db = self.db
+        return keyed_loader(
+            lambda ids: q.deliveries_by_ids(db, ids=ids), allowed=self.manages_staff
+        )
