@@ -17,8 +17,14 @@ from conftest import TEST_DATABASE_URL, make_client
 
 import app as app_module
 from models.db import BuiltStatements, Database
+from models.reads import fetch_first
 from models.settings import Settings, SettingsError
 
+_CATEGORY_NAMES = (
+    sa.select(sa.column("name"))
+    .select_from(sa.table("categories"))
+    .where(sa.column("id") == sa.bindparam("id"))
+)
 LISTING = "{ products(first: 5) { nodes { name variants { sku } category { name } } } }"
 
 
@@ -78,6 +84,73 @@ async def test_connections_opened_at_a_peak_are_kept_and_never_exceed_the_cap(
         assert (len(connects), most) == (4, 4)
         await asyncio.gather(*(read() for _ in range(6)))
         assert (len(connects), most) == (4, 4)
+        assert db.checked_out() == 0
+    finally:
+        await db.dispose()
+
+
+async def test_a_read_connection_is_kept_for_the_next_read(catalog_url: str) -> None:
+    """A read hands its connection to the next read (no pool checkout and check-in per
+    read, which cost as much CPU as a PostgreSQL statement); it counts as checked out
+    only while a read holds it, and `dispose` returns it."""
+    db = Database(catalog_url, pool_size=2)
+    engine = db._reader_engine or db.engine
+    checkouts: list[object] = []
+    sa.event.listen(engine.sync_engine.pool, "checkout", lambda *_: checkouts.append(1))
+    try:
+        for _ in range(10):
+            async with db.read() as conn:
+                assert db.checked_out() == 1
+                assert await fetch_first(conn, _CATEGORY_NAMES, {"id": 1}) is not None
+        assert (len(checkouts), db.checked_out()) == (1, 0)
+        # 3 at once: 2 (pool_size) stay idle, the third goes back to the pool
+        async with db.read(), db.read(), db.read():
+            assert db.checked_out() == 3
+        assert (len(checkouts), db.checked_out(), len(db._idle_reads)) == (3, 0, 2)
+    finally:
+        await db.dispose()
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_a_read_connection_that_failed_or_began_a_transaction_is_not_kept(
+    catalog_url: str,
+) -> None:
+    db = Database(catalog_url, pool_size=2)
+    try:
+        async with db.read() as conn:
+            await conn.invalidate()
+        assert db._idle_reads == [] and db.checked_out() == 0
+        async with db.read() as conn:
+            await conn.exec_driver_sql("SELECT 1")  # SQLAlchemy's own execute begins
+        assert db._idle_reads == [] and db.checked_out() == 0
+        async with db.read() as conn:
+            kept = conn
+        assert db._idle_reads == [kept]
+    finally:
+        await db.dispose()
+
+
+async def test_a_write_takes_back_a_connection_that_reads_keep_idle(catalog_url: str) -> None:
+    """On PostgreSQL reads and writes share one pool (2 connections here): with one read
+    running and the other connection idle among the reads, a write does not wait for
+    the pool's 30-second timeout."""
+    db = Database(catalog_url, pool_size=1)
+
+    async def write() -> int:
+        async with db.transaction() as conn:
+            return int((await conn.exec_driver_sql("SELECT 2")).scalar_one())
+
+    try:
+        reading = db.read()
+        running = await reading.__aenter__()
+        async with db.read():
+            pass  # now kept idle: on PostgreSQL the pool itself has nothing left
+        writing = asyncio.ensure_future(write())
+        done, _ = await asyncio.wait({writing}, timeout=5)
+        assert await fetch_first(running, _CATEGORY_NAMES, {"id": 1}) is not None
+        await reading.__aexit__(None, None, None)  # lets a waiting write go on
+        assert await writing == 2
+        assert done, "the write waited for a connection"
         assert db.checked_out() == 0
     finally:
         await db.dispose()
