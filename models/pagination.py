@@ -106,6 +106,18 @@ class Page(Generic[T]):
         return await self._count()
 
 
+def sql_int(value: int) -> ColumnElement[int]:
+    """An integer constant written into the statement's text instead of bound.
+
+    PostgreSQL plans a prepared statement anew on every execution while a parameter
+    makes its generic plan look worse than a custom one. A LIMIT parameter always does
+    (the planner assumes a tenth of the rows), and so re-planned the product listing
+    (0.1 ms) and a category's products (0.2-0.3 ms, a recursive CTE and 4 subplans) on
+    every request. With the page size and constants written in, the generic plan is
+    chosen and reused."""
+    return sa.literal_column(str(int(value)), sa.Integer())
+
+
 def encode_cursor(code: str, value: Any, row_id: int) -> str:
     if isinstance(value, datetime):
         value = value.isoformat()
@@ -190,7 +202,7 @@ class Window:
             if descending
             else (sort.expr.asc(), sort.id_expr.asc())
         )
-        return stmt.order_by(*order).limit(self.args.size + 1)
+        return stmt.order_by(*order).limit(sql_int(self.args.size + 1))
 
     def page(
         self,

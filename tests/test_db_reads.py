@@ -156,6 +156,42 @@ async def test_a_write_takes_back_a_connection_that_reads_keep_idle(catalog_url:
         await db.dispose()
 
 
+CATEGORY_PAGE = """{ category(slug: "apparel") {
+  children(first: 3) { nodes { name } }
+  products(first: 4) { nodes { name variants { sku } } pageInfo { hasNextPage } }
+} }"""
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL's plan cache")
+@pytest.mark.parametrize("query", [LISTING, CATEGORY_PAGE], ids=["listing", "category"])
+async def test_page_statements_are_planned_once_on_postgresql(catalog_url: str, query: str) -> None:
+    """A page's LIMIT (and the availability subquery's constants) are written into the
+    statement, not bound: PostgreSQL then keeps one generic plan for the prepared
+    statement instead of planning it again on every request (a bound LIMIT always looks
+    worse to it generically)."""
+    db = Database(catalog_url, pool_size=2)  # reads keep up to 2 connections idle
+    try:
+        async with make_client(db) as client:
+            for _ in range(20):
+                body = (await client.post("/graphql", json={"query": query})).json()
+                assert "errors" not in body and body["data"]
+        plans = []
+        for conn in db._idle_reads:
+            driver = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+            plans += await driver.fetch(
+                "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE statement LIKE '%LIMIT%' AND statement LIKE '%FROM products%'"
+                " AND statement NOT LIKE '%pg_prepared_statements%'"
+            )
+        assert plans
+        for plan in plans:  # at most the 5 custom plans PostgreSQL always tries first
+            assert "LIMIT $" not in plan["statement"]
+            assert plan["custom_plans"] <= 5, dict(plan)
+        assert sum(plan["generic_plans"] for plan in plans) >= 20 - 5 * len(plans)
+    finally:
+        await db.dispose()
+
+
 def test_gc_freeze_is_on_for_servers_from_the_environment_only() -> None:
     assert Settings.from_env({"SHOPQL_DEBUG": "1"}).gc_freeze is True
     assert Settings.from_env({"SHOPQL_DEBUG": "1", "SHOPQL_GC_FREEZE": "0"}).gc_freeze is False

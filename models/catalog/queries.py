@@ -27,7 +27,15 @@ from models.db import BuiltStatements, Database
 from models.errors import InvalidInput
 from models.grouping import group_by
 from models.money import to_minor_ceiling, to_minor_floor
-from models.pagination import Page, PageArgs, SortKey, Window, group_rows, per_parent
+from models.pagination import (
+    Page,
+    PageArgs,
+    SortKey,
+    Window,
+    group_rows,
+    per_parent,
+    sql_int,
+)
 from models.reads import fetch_all, fetch_first, keys_in
 
 # --------------------------------------------------------------------------- records
@@ -93,8 +101,8 @@ def _columns(record: type, table: sa.Table) -> list[ColumnElement[Any]]:
 # hashed subplan over every in-stock variant, 60 ms on 100,000 products.)
 _available = sa.func.coalesce(
     sa.select(sa.true())
-    .where(variants.c.product_id == products.c.id, variants.c.quantity > 0)
-    .limit(1)
+    .where(variants.c.product_id == products.c.id, variants.c.quantity > sql_int(0))
+    .limit(sql_int(1))
     .scalar_subquery(),
     sa.false(),
 ).label("is_available")
