@@ -17,12 +17,13 @@ from schema.accounts import AccountMutation, AccountQuery, Address, User
 from schema.catalog import CatalogQuery, Category, Collection, Product, ProductVariant
 from schema.catalog_admin import CatalogAdminMutation
 from schema.checkout import Checkout, CheckoutMutation, CheckoutQuery, ShippingMethod
-from schema.document_cache import DocumentCache
+from schema.document_cache import DocumentCache, DocumentStore
 from schema.execution import FastExecutionContext, RequestExecutionContext
-from schema.limits import QueryLimitsExtension
+from schema.limits import QueryLimitsExtension, validation_rules
 from schema.node import NodeQuery
 from schema.orders import Fulfillment, Order, OrderQuery, Payment
 from schema.orders_admin import OrdersAdminMutation, OrdersAdminQuery, PromoCode
+from schema.prepared import PreparedOperations
 from schema.scalars import DECIMAL_SCALAR
 from schema.staff import AuditEntry, StaffMutation, StaffQuery
 from schema.subscriptions import Subscription
@@ -55,6 +56,9 @@ Mutation = merge_types(
 
 
 class ShopSchema(strawberry.Schema):
+    # Cached documents run straight on the executor (schema.prepared); set by build_schema
+    prepared: PreparedOperations | None = None
+
     def process_errors(self, errors: Any, execution_context: Any = None) -> None:
         """Errors are logged where they are formatted (schema.http), with request IDs."""
 
@@ -71,6 +75,13 @@ class ShopSchema(strawberry.Schema):
         """One-shot execution (HTTP) never runs a subscription: those stream over
         WebSocket (schema.ws), through `stream`."""
         allowed = set(allowed_operation_types or OperationType) - {OperationType.SUBSCRIPTION}
+        if self.prepared is not None and query is not None:
+            result = await self.prepared.run(
+                self, query, variable_values, context_value, root_value, operation_name,
+                allowed, operation_extensions,
+            )  # fmt: skip
+            if result is not None:
+                return result
         return await super().execute(
             query, variable_values, context_value, root_value, operation_name, allowed,
             operation_extensions,
@@ -90,7 +101,8 @@ def build_schema(
         fast_execution = fast_execution_enabled()
     if limits is None:
         limits = QueryLimits.from_env()
-    return ShopSchema(
+    store, rules = DocumentStore(), validation_rules(limits)
+    schema = ShopSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -119,8 +131,10 @@ def build_schema(
         ),
         # The document cache first: a document it holds passed every rule, the limits'
         # included, so the limits extension does not check it again
-        extensions=[DocumentCache.factory(), QueryLimitsExtension.factory(limits)],
+        extensions=[DocumentCache.factory(store), QueryLimitsExtension.factory(limits, rules)],
     )
+    schema.prepared = PreparedOperations(store, rules, limits, schema.extensions)
+    return schema
 
 
 def export_sdl() -> str:

@@ -65,9 +65,10 @@ class DocumentCache(SchemaExtension):
         self._cached = False
 
     @classmethod
-    def factory(cls, size: int = DEFAULT_SIZE) -> Callable[[], DocumentCache]:
-        store = DocumentStore(size)
-        return lambda: cls(store)
+    def factory(cls, store: DocumentStore | None = None) -> Callable[[], DocumentCache]:
+        """One extension per request, all sharing `store` (a new one by default)."""
+        shared = store if store is not None else DocumentStore()
+        return lambda: cls(shared)
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context

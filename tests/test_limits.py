@@ -264,3 +264,32 @@ def test_settings_read_the_limits_from_the_environment() -> None:
 def test_limits_must_be_positive_whole_numbers(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({"SHOPQL_DEBUG": "1", name: value})
+
+
+def test_remembered_costs_follow_the_variables_they_depend_on() -> None:
+    """The cost of a cached document's operation is remembered per value of the
+    variables it reads (page sizes), typed: it always equals a fresh computation."""
+    from graphql import OperationDefinitionNode, parse
+
+    from schema import build_schema
+    from schema.limits import cached_operation_cost, operation_cost
+
+    schema = build_schema()._schema
+    document = parse(
+        """query Q($n: Int = 7, $m: Int, $name: String) {
+          products(first: $n) { nodes { name category { products(first: $m) { nodes { name } } } } }
+          product(slug: $name) { name }
+        }"""
+    )
+    operation = document.definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
+    cases: list[dict[str, Any] | None] = [
+        None, {}, {"n": 3}, {"n": 3, "m": 50}, {"n": 50, "m": 3}, {"n": True}, {"n": 1},
+        {"n": 1.0}, {"n": "3"}, {"n": [3]}, {"n": {"x": 1}}, {"n": 3, "name": "other"},
+        {"n": -5, "m": 10**9}, {"n": None},
+    ]  # fmt: skip
+    for _ in range(2):  # computed, then remembered
+        for variables in cases:
+            expected = operation_cost(schema, document, operation, variables)
+            assert cached_operation_cost(schema, document, operation, variables) == expected
+    assert len({operation_cost(schema, document, operation, v) for v in cases}) >= 5
