@@ -126,8 +126,10 @@ class _Plan:
 
 
 _UNPLANNABLE = object()
-# statement -> _Plan or _UNPLANNABLE; bounded (statements with cursors in them come and go)
-_PLANS = _db.BuiltStatements(size=1024)
+# statement -> _Plan or _UNPLANNABLE; bounded (statements with cursors in them come and go).
+# One per dialect: a process may read both (the test suite does), and a plan is the
+# statement's text in its dialect.
+_PLANS = {name: _db.BuiltStatements(size=1024) for name in ("postgresql", "sqlite")}
 
 
 async def _plan(stmt: Any, dialect: Dialect, driver: Any) -> _Plan | None:
@@ -222,9 +224,10 @@ async def fetch_all(
         return _into((await conn.execute(stmt, params)).all(), into)
     sync = conn.sync_connection
     assert sync is not None
-    plan = _PLANS.find(stmt)
+    plans = _PLANS[sync.dialect.name]
+    plan = plans.find(stmt)
     if plan is None:
-        plan = _PLANS.keep(stmt, await _plan(stmt, sync.dialect, driver) or _UNPLANNABLE)
+        plan = plans.keep(stmt, await _plan(stmt, sync.dialect, driver) or _UNPLANNABLE)
     if not isinstance(plan, _Plan) or (plan.baked and params and not plan.baked.isdisjoint(params)):
         return _into((await conn.execute(stmt, params)).all(), into)
     arguments = plan.arguments(params)

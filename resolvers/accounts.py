@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -470,23 +471,36 @@ async def authenticate(ctx: Context, authorization: str | None) -> None:
     A bad, expired or revoked token leaves the request anonymous with `auth_error` set:
     public fields still answer, fields that need a sign-in answer UNAUTHENTICATED.
     """
+    lookup = start_authentication(ctx, authorization)
+    if lookup is not None:
+        await lookup
+
+
+def start_authentication(
+    ctx: Context, authorization: str | None
+) -> Coroutine[Any, Any, None] | None:
+    """`authenticate` in two steps: the header and the token's signature are checked
+    here (setting `auth_error` when they fail); what is left to await is the session
+    lookup that makes the token's user the viewer, or None when there is none."""
     if not authorization:
-        return
+        return None
     scheme, _, token = authorization.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         ctx.auth_error = "malformed authorization header"
-        return
+        return None
     try:
         claims = verify_access_token(token, secret=ctx.settings.secret_key)
     except InvalidToken:
         ctx.auth_error = "invalid or expired token"
-        return
+        return None
+    return _viewer_of_session(ctx, claims.user_id, claims.session_id)
+
+
+async def _viewer_of_session(ctx: Context, user_id: int, session_id: str) -> None:
     async with ctx.db.read() as conn:
-        viewer = await q.viewer_for_session(
-            conn, user_id=claims.user_id, session_id=claims.session_id
-        )
+        viewer = await q.viewer_for_session(conn, user_id=user_id, session_id=session_id)
     if viewer is None:
         ctx.auth_error = "revoked token"
         return
-    ctx.viewer, ctx.session_id = viewer, claims.session_id
+    ctx.viewer, ctx.session_id = viewer, session_id

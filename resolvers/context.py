@@ -3,7 +3,7 @@ services it carries."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -54,6 +54,15 @@ class Context:
     client_ip: str = "unknown"
     # Per-request memo for values computed once (totals, shipping methods).
     cache: dict[str, Any] = field(default_factory=dict)
+    # The session lookup of the request's token while it is still running (schema.http
+    # starts it with the request and awaits it, `authenticated`, before the operation).
+    authenticating: Awaitable[None] | None = None
+
+    async def authenticated(self) -> None:
+        """Wait for the viewer: until then `viewer` and `auth_error` are not settled."""
+        pending = self.authenticating
+        if pending is not None:
+            await pending  # a task: every waiter gets its result (or what it raised)
 
     def sign_in(self, user: UserRecord, session_id: str) -> None:
         """The request continues as `user` (payload fields resolve with their rights)."""

@@ -55,6 +55,7 @@ from decimal import Decimal
 from enum import Enum
 from keyword import iskeyword
 from math import isfinite
+from operator import methodcaller
 from types import CoroutineType, GeneratorType
 from typing import Any, TypeGuard, cast
 from uuid import UUID
@@ -86,6 +87,7 @@ from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
 
 from models.db import RequestWork, end_request_work, run_inline, start_request_work
+from schema.scalars import serialize_decimal
 
 __all__ = ["FastExecutionContext", "RequestExecutionContext", "mark_loaded", "mark_records"]
 
@@ -291,6 +293,21 @@ class _Leaf:
         self.exact = _exact_of(inner)
         self.coerce = inner.coerce_output_value
         self.enum_type, self.enum_names = _enum_names(inner)
+
+
+_ISOFORMAT = "operator.methodcaller('isoformat')"
+
+
+def _direct_scalar(leaf: _Leaf) -> type | None:
+    """The Python type whose values this custom scalar serializes without any way to
+    fail or answer null: Decimal (schema.scalars.serialize_decimal, a string) and
+    strawberry's DateTime (`datetime.isoformat`). None for any other leaf type."""
+    coerce = leaf.coerce
+    if coerce is serialize_decimal:
+        return Decimal
+    if leaf.leaf.name == "DateTime" and isinstance(coerce, methodcaller):
+        return datetime if repr(coerce) == _ISOFORMAT else None
+    return None
 
 
 def _leaf_of(return_type: GraphQLOutputType) -> _Leaf | None:
@@ -813,6 +830,10 @@ class _Compiler:
                 f"        {var} = w",
             ]
             exact = leaf.exact if not leaf.list_ else None
+            if exact is None and not leaf.list_:
+                direct = self.direct_leaf(var, leaf)
+                if direct is not None:
+                    return [*direct, "    else:", *inline]
             if exact is None:  # always through the helper
                 return [line[4:] for line in inline]
             test = f"type({var}) is not {self.constant(exact[0])}"
@@ -873,6 +894,26 @@ class _Compiler:
                 lines += ["    else:", "        raise _FB"]
             return lines
         return None
+
+    def direct_leaf(self, var: str, leaf: _Leaf) -> list[str] | None:
+        """The lines that complete a strawberry enum member or a value of a custom scalar
+        whose serializer cannot fail on its exact Python type (Decimal, DateTime) without
+        the helper; `else:` the helper follows. An enum member the executor would not
+        name (None in `enum_names`) goes to the helper."""
+        if leaf.enum_type is not None:
+            enum_type, names = self.constant(leaf.enum_type), self.constant(leaf.enum_names)
+            return [
+                f"    n = {names}.get({var}) if type({var}) is {enum_type} else None",
+                "    if n is not None:",
+                f"        {var} = n",
+            ]
+        python_type = _direct_scalar(leaf)
+        if python_type is None:
+            return None
+        return [
+            f"    if type({var}) is {self.constant(python_type)}:",
+            f"        {var} = {self.constant(leaf.coerce)}({var})",
+        ]
 
     def child(self, object_type: GraphQLObjectType, details: FieldDetailsList) -> str | None:
         fields, new_defer_usages, *_ = self.context.collect_subfields(object_type, details)

@@ -21,11 +21,11 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
-from models.db import Database, track_sql
+from models.db import Database, run_inline, track_sql
 from models.errors import Forbidden, InvalidInput, NotAuthenticated
 from models.ratelimit import RecentRefusals, client_key, rate_limiter
 from models.settings import Settings
-from resolvers.accounts import authenticate
+from resolvers.accounts import start_authentication
 from resolvers.context import Context, Services
 from schema import transport
 from schema.graphiql import assets_dir, graphiql_page
@@ -101,6 +101,19 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
         extensions = {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}
     formatted["extensions"] = extensions
     return dict(formatted)
+
+
+async def _settle_authentication(context: Context, request_id: str) -> None:
+    """A request answered before its operation (a request error, GraphiQL's page) may
+    leave its session lookup running: it ends here, before the request's context is
+    let go, and its failure is logged (no operation raised it)."""
+    pending = context.authenticating
+    if pending is None:
+        return
+    try:
+        await pending
+    except Exception:
+        logger.exception("authentication failed outside the operation (request %s)", request_id)
 
 
 class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
@@ -179,6 +192,7 @@ class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
             # the request's objects are freed as it ends, not left to the garbage collector
             context = getattr(request.state, "shopql", None) if request is not None else None
             if context is not None:
+                await _settle_authentication(context, request_id)
                 context.request = None
 
     async def run(  # type: ignore[override]
@@ -206,6 +220,8 @@ class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
     ) -> ExecutionResult:
         """The operation, rate limited (schema/limits.py CostCharge): a client back before
         its Retry-After is refused unparsed; over the limit, 429 with Retry-After."""
+        if self.rate_limiter is not None:
+            await context.authenticated()  # the viewer's bucket, not the address's
         charge = self._cost_charge(context)
         result = await charge.refuse_early() if charge is not None else None
         if result is None:
@@ -242,6 +258,7 @@ class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
             span = getattr(state, "span", None)
             if span is not None:
                 self.tracing.name_operation(span, request_data.query, request_data.operation_name)
+        await context.authenticated()
         charged = cost_charge.set(charge)
         try:
             operation = super().execute_single(
@@ -285,7 +302,14 @@ class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
         request.state.started = time.perf_counter()
         if isinstance(response, Response):
             response.headers["x-request-id"] = request.state.request_id
-            await authenticate(context, request.headers.get("authorization"))
+            # The token's session lookup starts now and is awaited just before the
+            # operation (`_execute`), so the request's body is read and checked while
+            # the database answers. Inline up to its first wait: the query is sent here.
+            lookup = start_authentication(context, request.headers.get("authorization"))
+            if lookup is not None:
+                finished, pending = run_inline(lookup)
+                if not finished:
+                    context.authenticating = pending
         return context
 
     async def process_result(

@@ -997,10 +997,25 @@ async def test_a_repeated_document_is_completed_by_compiled_selections(
         " pageInfo { hasNextPage endCursor } } }"
     )
     answers = {await _differential(catalog_db, listing, {"n": n}, None) for n in (5, 5, 5)}
+    answers_seen = set(answers)
     assert len(answers) == 1
     assert len(json.loads(answers.pop())["data"]["products"]["nodes"]) == 5
     # Runs 2 to 6 of the same document (3 x first and compiled run, after the first)
     assert completed == {"ProductConnection": 5}, completed
+
+    # The compiled code serializes Decimal amounts itself, without the leaf helper
+    helped: Counter[str] = Counter()
+    complete_leaf = FastExecutionContext._complete_leaf_inline
+
+    def counting_leaf(self: FastExecutionContext, leaf: Any, value: Any) -> Any:
+        helped[leaf.leaf.name] += 1
+        return complete_leaf(self, leaf, value)
+
+    monkeypatch.setattr(FastExecutionContext, "_complete_leaf_inline", counting_leaf)
+    again = await _differential(catalog_db, listing, {"n": 5}, None)
+    assert json.loads(again) == json.loads(next(iter(answers_seen)))
+    assert "Decimal" not in helped, helped
+    monkeypatch.setattr(FastExecutionContext, "_complete_leaf_inline", complete_leaf)
 
     completed.clear()
     skipping = listing.replace("CompiledListing", "Skipping").replace(

@@ -536,6 +536,40 @@ async def test_a_failure_outside_the_operation_is_masked_with_the_request_id(
     assert logged and logged[0].exc_info is not None, [r.getMessage() for r in caplog.records]
 
 
+async def test_a_request_refused_before_its_operation_still_settles_its_token_lookup(
+    fresh_db: Database, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """The token's session lookup starts with the request and is awaited just before the
+    operation. A request refused before that (a body that is not JSON) does not leave it
+    running: its connection is back when the response is, and a lookup that failed is
+    logged with the request ID although the client got its 400."""
+    user_id = await add_user(fresh_db, "early@example.com")
+    token = await mint_token(fresh_db, user_id)
+    auth = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    with caplog.at_level(logging.ERROR):
+        async with make_client(fresh_db) as client:
+            bad = await client.post("/graphql", content=b"{not json", headers=auth)
+            assert bad.status_code == 400, bad.text
+            assert fresh_db.checked_out() == 0
+            me = await client.post("/graphql", json={"query": "{ me { email } }"}, headers=auth)
+            assert me.json()["data"]["me"] == {"email": "early@example.com"}
+        assert not caplog.records, [r.getMessage() for r in caplog.records]
+        broken = Database(f"sqlite+aiosqlite:///{tmp_path / 'nothing-here.db'}")
+        try:
+            async with make_client(broken, debug=False) as client:
+                bad = await client.post(
+                    "/graphql",
+                    content=b"{not json",
+                    headers={**auth, "x-request-id": "req-early-1"},
+                )
+        finally:
+            await broken.dispose()
+    assert bad.status_code == 400, bad.text
+    assert "sqlite" not in bad.text.lower()
+    logged = [r for r in caplog.records if "req-early-1" in r.getMessage()]
+    assert logged and logged[0].exc_info is not None, [r.getMessage() for r in caplog.records]
+
+
 # --------------------------------------------------------------------------- CORS
 
 
