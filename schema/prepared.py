@@ -55,15 +55,12 @@ class PreparedOperations:
             tuple(extensions): rules,
             (*extensions, NoIntrospectionExtension): (*rules, NoIntrospectionRule),
         }
-        self._seen: Any = None
-        self._rules: tuple[Any, ...] | None = None
         self.served = 0  # operations answered here (tests, metrics of the cache)
 
     def _rules_for(self, extensions: Any) -> tuple[Any, ...] | None:
-        """The validation rules the extensions run with (the cache's key), or None."""
-        if extensions is not self._seen:
-            self._seen, self._rules = extensions, self._keys.get(tuple(extensions))
-        return self._rules
+        """The validation rules the extensions run with (the cache's key), or None. Read
+        from their list on every request: one added after start-up counts at once."""
+        return self._keys.get(tuple(extensions))
 
     async def run(
         self,

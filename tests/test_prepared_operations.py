@@ -127,3 +127,40 @@ async def test_rate_limits_and_cost_still_apply_to_known_documents(catalog_db: D
         body = (await send(client, "POST", request)).json()
         assert body["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
         assert body["data"] is None
+
+
+async def test_an_extension_added_later_takes_every_operation_back_to_strawberry(
+    catalog_db: Database,
+) -> None:
+    """The prepared path skips only hooks it knows do nothing for a cached document: with
+    any other extension on the schema (added after start-up), strawberry
+    runs every operation and the extension's hooks see it."""
+    from strawberry.extensions import SchemaExtension
+
+    seen: list[str] = []
+
+    class Watching(SchemaExtension):
+        def on_execute(self) -> Any:
+            seen.append(self.execution_context.operation_name or "")
+            yield
+
+    async with make_client(catalog_db) as client:
+        prepared = prepared_of(client)
+        request = {"query": LISTING, "variables": {"n": 1}, "operationName": "Few"}
+        for _ in range(2):
+            assert (await send(client, "POST", request)).status_code == 200
+        served = prepared.served
+        graphql_app: Any = next(
+            route.endpoint
+            for route in client.app.routes
+            if getattr(route, "path", "") == "/graphql"  # type: ignore[attr-defined]
+        )
+        schema = graphql_app.schema
+        extensions = schema.extensions
+        schema.extensions = (*extensions, Watching)
+        try:
+            body = (await send(client, "POST", request)).json()
+        finally:
+            schema.extensions = extensions
+    assert body["data"]["products"]["nodes"]
+    assert seen == ["Few"] and prepared.served == served
