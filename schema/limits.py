@@ -447,8 +447,8 @@ def _operation_cost(
     document: DocumentNode,
     operation: OperationDefinitionNode,
     variables: Mapping[str, Any] | None,
-) -> tuple[int, dict[str, Any]]:
-    """(cost, the values of the variables it depends on)."""
+) -> tuple[int, tuple[str, ...]]:
+    """(cost, the names of the variables it depends on, sorted)."""
     values: dict[str, Any] = {}
     for definition in operation.variable_definitions or ():
         if definition.default_value is not None:
@@ -468,7 +468,7 @@ def _operation_cost(
         total = sum(cost.mutation_field(field, root) for field in fields)
     else:
         total = cost.selections(operation.selection_set, root)
-    return total, {name: values.get(name) for name in cost.read}
+    return total, tuple(sorted(cost.read))
 
 
 # Costs of operations of cached documents (schema.document_cache hands out the same
@@ -489,27 +489,25 @@ def cached_operation_cost(
 ) -> int:
     """`operation_cost`, remembered per operation node and the values of the variables
     it depends on (page sizes): walking the selections was 3-5% of a cached request."""
-    given = variables or {}
     entry = _COSTS.get(id(operation))
-    if entry is not None and entry[0] is schema and entry[1] is operation:
-        key = _cost_key(given, entry[2])
-        if key is None:
-            return operation_cost(schema, document, operation, variables)
-        costs = entry[3]
-        cost = costs.get(key)
-        if cost is None:
-            cost = operation_cost(schema, document, operation, variables)
-            if len(costs) >= _MAX_COSTS_PER_OPERATION:
-                costs.clear()
-            costs[key] = cost
-        return cost
-    cost, read = _operation_cost(schema, document, operation, variables)
-    names = tuple(sorted(read))
-    key = _cost_key(given, names)
-    if key is not None:
+    cost: int | None = None
+    if entry is None or entry[0] is not schema or entry[1] is not operation:
+        cost, names = _operation_cost(schema, document, operation, variables)
         if len(_COSTS) >= _MAX_COSTS:
             _COSTS.clear()
-        _COSTS[id(operation)] = (schema, operation, names, {key: cost})
+        entry = _COSTS[id(operation)] = (schema, operation, names, {})
+    key = _cost_key(variables or {}, entry[2])
+    if key is None:  # not remembered
+        return cost if cost is not None else operation_cost(schema, document, operation, variables)
+    costs = entry[3]
+    if cost is None:
+        cost = costs.get(key)
+        if cost is not None:
+            return cost
+        cost = operation_cost(schema, document, operation, variables)
+    if len(costs) >= _MAX_COSTS_PER_OPERATION:
+        costs.clear()
+    costs[key] = cost
     return cost
 
 

@@ -23,7 +23,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, cast
 
 from graphql import ExecutionResult as GraphQLExecutionResult
-from graphql import GraphQLError, OperationDefinitionNode, execute
+from graphql import GraphQLError, execute, get_operation_ast
 from strawberry.execution import optimized_is_awaitable
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -57,11 +57,6 @@ class PreparedOperations:
         }
         self.served = 0  # operations answered here (tests, metrics of the cache)
 
-    def _rules_for(self, extensions: Any) -> tuple[Any, ...] | None:
-        """The validation rules the extensions run with (the cache's key), or None. Read
-        from their list on every request: one added after start-up counts at once."""
-        return self._keys.get(tuple(extensions))
-
     async def run(
         self,
         schema: Any,
@@ -73,21 +68,14 @@ class PreparedOperations:
         allowed: Collection[OperationType],
         operation_extensions: dict[str, Any] | None,
     ) -> ExecutionResult | None:
-        rules = self._rules_for(schema.extensions)
+        # The rules the extensions run with (the cache's key), from their list as it is
+        # now: an extension added after start-up counts at once.
+        rules = self._keys.get(tuple(schema.extensions))
         document = self.store.get(query, rules) if rules is not None else None
         if document is None:
             return None
-        operation: OperationDefinitionNode | None = None
-        for definition in document.definitions:
-            if not isinstance(definition, OperationDefinitionNode):
-                continue
-            if operation_name is None:
-                if operation is not None:
-                    return None  # several operations and no name: a request error
-                operation = definition
-            elif definition.name is not None and definition.name.value == operation_name:
-                operation = definition
-                break
+        # None for several operations and no name (a request error) or an unknown name
+        operation = get_operation_ast(document, operation_name)
         if operation is None or _OPERATION_TYPES[operation.operation.value] not in allowed:
             return None
         graphql_schema = schema._schema
