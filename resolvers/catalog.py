@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, Protocol
@@ -17,7 +18,7 @@ from models.catalog.queries import (
     VariantRecord,
 )
 from models.errors import InvalidInput
-from models.pagination import Page, PageArgs
+from models.pagination import Page, PageArgs, Window
 from resolvers import ids
 from resolvers.context import Context
 
@@ -163,13 +164,79 @@ async def variant(ctx: Context, *, id: str | None, sku: str | None) -> VariantRe
         return await q.variant_by_sku(conn, sku=sku, published_only=ctx.catalog.published_only)
 
 
-async def category(ctx: Context, *, id: str | None, slug: str | None) -> CategoryRecord | None:
+class NestedField(Protocol):
+    """A field selected below the one being resolved (schema.lookahead.Nested)."""
+
+    @property
+    def arguments(self) -> dict[str, Any]: ...
+    @property
+    def selected(self) -> frozenset[str]: ...
+
+
+_PAGE_ARGUMENTS = frozenset({"first", "after", "last", "before"})
+
+
+def _nested_page(nested: NestedField | None) -> PageArgs | None:
+    """The page arguments of a nested connection asked for with page arguments only (a
+    null argument is one not given), else None (invalid ones too: the connection's own
+    resolver reports them at its path)."""
+    if nested is None:
+        return None
+    given = {name: value for name, value in nested.arguments.items() if value is not None}
+    if not _PAGE_ARGUMENTS.issuperset(given):
+        return None
+    try:
+        return PageArgs(**given)
+    except InvalidInput:
+        return None
+
+
+async def category(
+    ctx: Context,
+    *,
+    id: str | None,
+    slug: str | None,
+    children: NestedField | None = None,
+    products: NestedField | None = None,
+) -> CategoryRecord | None:
+    """`children`, `products`: the category's connections the query selects, if known
+    (schema.lookahead). On PostgreSQL, a category by slug reads their pages in its own
+    statement and hands them to the connections' loaders."""
     _one_of(id, slug, "slug")
     if id is not None:
         return await ctx.catalog.category_by_id.load(ids.decode(id, "Category"))
     assert slug is not None
+    window = query = None
+    if ctx.db.dialect == "postgresql":
+        window, query = _category_pages(ctx, children, products)
     async with ctx.db.read() as conn:
-        return await q.category_by_slug(conn, slug=slug)
+        if window is None and query is None:
+            return await q.category_by_slug(conn, slug=slug)
+        page = await q.category_page_by_slug(conn, slug=slug, children=window, products=query)
+    if page is None:
+        return None
+    ctx.catalog.prime_category_page(page, window, query)
+    ctx.catalog.category_by_id.prime(page.category.id, page.category)  # its children's parent
+    return page.category
+
+
+def _category_pages(
+    ctx: Context, children: NestedField | None, products: NestedField | None
+) -> tuple[Window | None, ProductQuery | None]:
+    """What a category's statement can embed: the children's window and the products'
+    query, each None when not selected or not valid (bad cursors included)."""
+    window = query = None
+    child_args = _nested_page(children)
+    if child_args is not None:
+        with contextlib.suppress(InvalidInput):
+            window = q.category_window(child_args)
+    product_args = _nested_page(products)
+    if product_args is not None and products is not None:
+        with contextlib.suppress(InvalidInput):
+            query = product_query(
+                ctx, args=product_args, filter=None, sort=None, selected=products.selected
+            )
+    return window, query
 
 
 async def categories(ctx: Context, *, args: PageArgs, level: int | None) -> Page[CategoryRecord]:

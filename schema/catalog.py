@@ -22,7 +22,7 @@ from models.pagination import Page
 from resolvers import catalog as r
 from resolvers.context import Context
 from schema.fields import computed, global_id, loaded, records_of
-from schema.lookahead import selected_fields
+from schema.lookahead import nested_fields, selected_fields
 from schema.relay import Connection, Node
 
 Ctx = Info[Context, None]
@@ -234,6 +234,9 @@ class Collection(Node):
     is_type_of = records_of(CollectionRecord)
 
 
+_CATEGORY_PAGES = frozenset({"children", "products"})
+
+
 def _page(page: Page[Any]) -> Any:
     return page
 
@@ -281,7 +284,16 @@ class CatalogQuery:
     async def category(
         self, info: Ctx, id: strawberry.ID | None = None, slug: str | None = None
     ) -> Category | None:
-        return await r.category(info.context, id=id, slug=slug)  # type: ignore[return-value]
+        # The nested pages a category's own statement can read (PostgreSQL only)
+        embeds = slug is not None and info.context.db.dialect == "postgresql"
+        nested = nested_fields(info, _CATEGORY_PAGES) if embeds else {}
+        return await r.category(  # type: ignore[return-value]
+            info.context,
+            id=id,
+            slug=slug,
+            children=nested.get("children"),
+            products=nested.get("products"),
+        )
 
     @strawberry.field
     async def categories(

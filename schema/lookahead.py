@@ -16,17 +16,22 @@ documents, so a repeated query is one dictionary lookup).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLError,
+    GraphQLObjectType,
     InlineFragmentNode,
     SelectionSetNode,
+    get_named_type,
 )
+from graphql.execution.values import VariableValues, get_argument_values
 
-__all__ = ["selected_fields"]
+__all__ = ["Nested", "nested_fields", "selected_fields"]
 
 _MAX_REMEMBERED = 1024
 # id(field node) -> (the node, connection?, the names): the node is kept so its id is not
@@ -91,3 +96,45 @@ def selected_fields(info: Any, *, connection: bool = False) -> frozenset[str]:
             _REMEMBERED.clear()
         _REMEMBERED[key] = (first, names)
     return names
+
+
+@dataclass(frozen=True, slots=True)
+class Nested:
+    """A field selected below the field being resolved: its argument values (GraphQL
+    names, coerced as the executor will coerce them) and, for a connection, the names
+    selected on its nodes."""
+
+    arguments: dict[str, Any]
+    selected: frozenset[str]
+
+
+def nested_fields(info: Any, names: frozenset[str]) -> dict[str, Nested]:
+    """The fields named in `names` selected on the field's value, each under one response
+    key only (a field asked for under two aliases, or with arguments that do not coerce,
+    is left out: its own resolver answers it, errors included). Whatever `@skip` or
+    `@include` say (a superset, as `selected_fields`)."""
+    raw = getattr(info, "_raw_info", info)
+    parent = get_named_type(raw.return_type)
+    if not isinstance(parent, GraphQLObjectType):
+        return {}
+    found: dict[str, dict[str, list[FieldNode]]] = {}
+    for field_node in raw.field_nodes:
+        for node in _fields(field_node.selection_set, raw.fragments):
+            name = node.name.value
+            if name in names:
+                key = node.alias.value if node.alias is not None else name
+                found.setdefault(name, {}).setdefault(key, []).append(node)
+    variables = raw.variable_values
+    if not isinstance(variables, VariableValues):  # strawberry's info: the coerced values
+        variables = VariableValues(sources={}, coerced=variables)
+    nested: dict[str, Nested] = {}
+    for name, by_key in found.items():
+        if len(by_key) != 1:
+            continue
+        (nodes,) = by_key.values()
+        try:
+            arguments = get_argument_values(parent.fields[name], nodes[0], variables)
+        except GraphQLError:
+            continue
+        nested[name] = Nested(arguments, _names(nodes, raw.fragments, True))
+    return nested

@@ -6,6 +6,7 @@ batches give, in fewer statements.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -126,16 +127,24 @@ async def _add_edge_products(db: Database) -> None:
                 )
 
 
-@pytest.fixture
-async def clients(fresh_db: Database) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
-    await _add_edge_products(fresh_db)
+@contextlib.asynccontextmanager
+async def edge_catalog_clients(db: Database) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
+    """The edge products added to `db`, and a client for each viewer: one anonymous, one
+    staff member who sees unpublished products."""
+    await _add_edge_products(db)
     staff = await add_user(
-        fresh_db, "embed-staff@example.com", is_staff=True, permissions=["MANAGE_PRODUCTS"]
+        db, "embed-staff@example.com", is_staff=True, permissions=["MANAGE_PRODUCTS"]
     )
-    token = await mint_token(fresh_db, staff)
-    async with make_client(fresh_db) as anonymous, make_client(fresh_db) as staff_client:
+    token = await mint_token(db, staff)
+    async with make_client(db) as anonymous, make_client(db) as staff_client:
         staff_client.headers["authorization"] = f"Bearer {token}"
         yield {"anonymous": anonymous, "staff": staff_client}
+
+
+@pytest.fixture
+async def clients(fresh_db: Database) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
+    async with edge_catalog_clients(fresh_db) as viewers:
+        yield viewers
 
 
 async def _answer(client: httpx.AsyncClient, query: str, variables: dict[str, Any]) -> Any:

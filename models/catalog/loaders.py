@@ -206,6 +206,20 @@ class CatalogLoaders:
 
         return q.product_page(query, rows, count)
 
+    def prime_category_page(
+        self, page: q.CategoryPage, children: Window | None, products: ProductQuery | None
+    ) -> None:
+        """Seed the loaders of a category's nested pages with the rows its own statement
+        embedded (`q.category_page_by_slug`): `children_of` and `products_of` with the
+        same arguments then answer without a statement."""
+        parent_id = page.category.id
+        if children is not None and page.children is not None:
+            self._child_windows.setdefault(children.args, children)
+            self._children.prime((children.args, parent_id), page.children)
+        if products is not None and page.products is not None:
+            self._product_queries.setdefault(products.key, products)
+            self._rows_by_category.prime((products.key, parent_id), page.products)
+
     @cached_property
     def _children(self) -> DataLoader[ParentKey, list[Any]]:
         windows = self._child_windows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import namedtuple
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -93,7 +94,7 @@ class CollectionRecord:
     description: str
 
 
-def _columns(record: type, table: sa.Table) -> list[ColumnElement[Any]]:
+def _columns(record: type, table: sa.FromClause) -> list[ColumnElement[Any]]:
     return [table.c[f.name] for f in fields(record) if f.name in table.c]
 
 
@@ -691,6 +692,104 @@ async def categories_by_ids(
 async def category_by_slug(conn: AsyncConnection, *, slug: str) -> CategoryRecord | None:
     row = await fetch_first(conn, _CATEGORY_BY_SLUG, {"slug": slug})
     return _category(row) if row is not None else None
+
+
+# --------------------------------------------------------------------------- category pages
+
+# A category page (the category by slug, a page of its children, a page of its products)
+# as one statement on PostgreSQL: each page is an array of anonymous records in a column
+# of the category's row, in the page's order, as its batch would read them. The products
+# come from a recursive CTE rooted at the same slug. Three statements in two rounds (the
+# category, then its children and products) become one.
+_PAGE_CATEGORY = categories.alias("page_category")
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryPage:
+    """What `category_page_by_slug` read: the category and the rows of each page it
+    embedded (None for a page it was not asked for)."""
+
+    category: CategoryRecord
+    children: list[Any] | None
+    products: list[Any] | None
+
+
+def _subtree_of_slug() -> Any:
+    tree = (
+        sa.select(categories.c.id.label("root_id"), categories.c.id.label("id"))
+        .where(categories.c.slug == sa.bindparam("slug"))
+        .cte("slug_tree", recursive=True)
+    )
+    return tree.union_all(
+        sa.select(tree.c.root_id, categories.c.id).join(
+            categories, categories.c.parent_id == tree.c.id
+        )
+    )
+
+
+def _page_array(window: Window, page: Select[Any], label: str) -> tuple[Any, Any]:
+    """(the page as one array column, a row type naming the page's columns)."""
+    rows = page.subquery()
+    order = (rows.c.page_key, rows.c.id)
+    ordering = [c.desc() for c in order] if window.query_descending else list(order)
+    array = (
+        sa.select(
+            sa.func.array_agg(aggregate_order_by(sa.tuple_(*rows.c), *ordering), type_=NullType())
+        )
+        .scalar_subquery()
+        .label(label)
+    )
+    return array, namedtuple(f"{label}_row", list(rows.c.keys()))
+
+
+def _category_page_statement(
+    children: Window | None, query: ProductQuery | None
+) -> tuple[Select[Any], Any, Any]:
+    outer = _PAGE_CATEGORY
+    columns: list[Any] = _columns(CategoryRecord, outer)
+    child_row = product_row = None
+    if children is not None:
+        page = children.apply(
+            sa.select(*CATEGORY_COLUMNS)
+            .where(categories.c.parent_id == outer.c.id)
+            .correlate(outer)
+        )
+        array, child_row = _page_array(children, page, "embedded_children")
+        columns.append(array)
+    if query is not None:
+        tree = _subtree_of_slug()
+        base = query.base().add_columns(*embedded_columns(query.embed))
+        page = query.window.apply(base.where(products.c.category_id.in_(sa.select(tree.c.id))))
+        array, product_row = _page_array(query.window, page, "embedded_products")
+        columns.append(array)
+    stmt = sa.select(*columns).where(outer.c.slug == sa.bindparam("slug"))
+    return stmt, child_row, product_row
+
+
+async def category_page_by_slug(
+    conn: AsyncConnection, *, slug: str, children: Window | None, products: ProductQuery | None
+) -> CategoryPage | None:
+    """The category with the given slug, its children's page in `children` and its
+    products' page (descendants included) of `products`, in one statement (PostgreSQL).
+    A product query with no possible results is not embedded."""
+    query = None if products is None or products.no_results else products
+    key = (
+        "category_page",
+        None if children is None else children.args,
+        None if query is None else (query.key, query.dialect, query.currency),
+    )
+    stmt, child_row, product_row = _BUILT.get(
+        key, lambda: _category_page_statement(children, query)
+    )
+    row = await fetch_first(conn, stmt, {"slug": slug})
+    if row is None:
+        return None
+    child_rows = product_rows = None
+    if child_row is not None:
+        child_rows = [child_row(*values) for values in row.embedded_children or ()]
+    if product_row is not None:
+        product_rows = [product_row(*values) for values in row.embedded_products or ()]
+    return CategoryPage(_category(row), child_rows, product_rows)
 
 
 async def collections_by_ids(
