@@ -69,10 +69,21 @@ class SortKey:
     kind: KeyKind
 
 
-@dataclass(slots=True)
 class Edge(Generic[T]):
-    cursor: str
-    node: T
+    """One row of a page and where it sits in the order. The cursor is encoded when read:
+    most queries read a page's nodes and its end cursor, not each edge's."""
+
+    __slots__ = ("_code", "_key", "_row_id", "node")
+
+    def __init__(self, code: str, key: Any, row_id: int, node: T) -> None:
+        self._code = code
+        self._key = key
+        self._row_id = row_id
+        self.node = node
+
+    @property
+    def cursor(self) -> str:
+        return encode_cursor(self._code, self._key, self._row_id)
 
 
 @dataclass(slots=True)
@@ -218,7 +229,7 @@ class Window:
         if args.backward:
             kept.reverse()
         code = self.sort.code
-        edges = [Edge(encode_cursor(code, row.page_key, row.id), to_node(row)) for row in kept]
+        edges = [Edge(code, row.page_key, row.id, to_node(row)) for row in kept]
         if args.backward:
             has_next, has_previous = args.before is not None, has_more
         else:
