@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from functools import cached_property
 from typing import Any, Literal, TypeVar
 
+import orjson
+
 from models.catalog import queries as q
 from models.catalog.queries import (
     CategoryRecord,
@@ -119,7 +121,8 @@ class CatalogLoaders:
                 if row.category_id is not None:
                     found = row.embedded_category
                     category.prime(
-                        row.category_id, None if found is None else CategoryRecord(*found)
+                        row.category_id,
+                        None if found is None else CategoryRecord(*orjson.loads(found)),
                     )
 
     # Nested connections: keys are (page-arguments key, parent id); all parents that share

@@ -26,7 +26,7 @@ from models.catalog.tables import (
 )
 from models.db import BuiltStatements, Database
 from models.errors import InvalidInput
-from models.grouping import group_by
+from models.grouping import embedded_list, embedded_one, group_by
 from models.money import to_minor_ceiling, to_minor_floor
 from models.pagination import (
     Page,
@@ -133,8 +133,8 @@ def _collection(row: Any) -> CollectionRecord:
 
 # Relations of a product that a page of products can carry in its own statement on
 # PostgreSQL, so that a listing asking for them runs one statement, not one more per
-# relation: each is a correlated subquery answering anonymous records, which asyncpg
-# decodes into tuples of the same values the relation's batch reads (`VariantRecord(*t)`),
+# relation: each is a correlated subquery answering JSON text (models.grouping,
+# `embedded_list`) of the values the relation's batch reads (`VariantRecord(*values)`),
 # in the order the batch reads them. `CatalogLoaders.prime` seeds the loaders with them.
 Embed = frozenset[str]
 EMBEDDABLE: Embed = frozenset({"variants", "images", "category"})
@@ -142,25 +142,24 @@ EMBEDDABLE: Embed = frozenset({"variants", "images", "category"})
 
 def _embedded_list(
     columns: list[ColumnElement[Any]], product_id: Any, *order: Any
-) -> ColumnElement[Any]:
-    records = sa.func.array_agg(aggregate_order_by(sa.tuple_(*columns), *order), type_=NullType())
-    return sa.select(records).where(product_id == products.c.id).scalar_subquery()
+) -> Select[Any]:
+    return sa.select(embedded_list(columns, *order)).where(product_id == products.c.id)
 
 
 _EMBEDDED: dict[str, ColumnElement[Any]] = {
     "category": (
-        sa.select(sa.type_coerce(sa.tuple_(*CATEGORY_COLUMNS), NullType()))
+        sa.select(embedded_one(CATEGORY_COLUMNS))
         .where(categories.c.id == products.c.category_id)
         .correlate(products)
         .scalar_subquery()
         .label("embedded_category")
     ),
-    "images": _embedded_list(IMAGE_COLUMNS, images.c.product_id, images.c.position).label(
-        "embedded_images"
-    ),
-    "variants": _embedded_list(VARIANT_COLUMNS, variants.c.product_id, variants.c.id).label(
-        "embedded_variants"
-    ),
+    "images": _embedded_list(IMAGE_COLUMNS, images.c.product_id, images.c.position)
+    .scalar_subquery()
+    .label("embedded_images"),
+    "variants": _embedded_list(VARIANT_COLUMNS, variants.c.product_id, variants.c.id)
+    .scalar_subquery()
+    .label("embedded_variants"),
 }
 
 

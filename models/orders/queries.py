@@ -9,16 +9,14 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
-from sqlalchemy.types import NullType
 
 from models.accounts.queries import ADDRESS_FIELDS
 from models.accounts.tables import addresses, users
 from models.db import BuiltStatements, Database, utcnow
 from models.events import ORDER_CREATED, PAYMENT_CHANGED, record_event
-from models.grouping import group_by, group_records
+from models.grouping import embedded_list, group_by, group_records
 from models.orders.tables import order_lines, orders
 from models.pagination import Page, PageArgs, SortKey, Window, group_rows, per_parent
 from models.payments.tables import payments
@@ -374,14 +372,10 @@ async def addresses_by_ids(conn: AsyncConnection, *, ids: Sequence[int]) -> dict
 
 
 # An order's lines as a column of its row (PostgreSQL), as catalog pages embed variants
-# (models.catalog.queries, "embedded relations"): records in the order and with the values
-# `lines_by_order_ids` reads, for `OrderLineRecord(*t)`.
+# (models.catalog.queries, "embedded relations"): JSON text of the values
+# `lines_by_order_ids` reads, in its order, for `OrderLineRecord(*values)`.
 EMBEDDED_LINES = (
-    sa.select(
-        sa.func.array_agg(
-            aggregate_order_by(sa.tuple_(*_LINE_COLUMNS), order_lines.c.id), type_=NullType()
-        )
-    )
+    sa.select(embedded_list(_LINE_COLUMNS, order_lines.c.id))
     .where(order_lines.c.order_id == orders.c.id)
     .scalar_subquery()
     .label("embedded_lines")
