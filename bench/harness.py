@@ -368,31 +368,56 @@ def _fmt(value: float, digits: int = 1) -> str:
     return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-async def measure(
+ROUND_WARMUP = 0.3  # seconds before each later round: its new connections, nothing more
+
+
+async def measure_interleaved(
     op: Operation,
     database: str,
-    system: str,
-    server: Server,
-    request: load.Request,
-    sql: str,
+    servers: dict[str, Server],
+    requests: dict[str, load.Request],
+    sql: dict[str, str],
     args: argparse.Namespace,
-) -> Cell:
-    low = await load.run(
-        server.base_url, request, concurrency=1, duration=args.duration, warmup=args.warmup
-    )
-    high = await load.run(
-        server.base_url,
-        request,
-        concurrency=HIGH_CONCURRENCY,
-        duration=args.duration,
-        warmup=args.warmup,
-    )
-    print(
-        f"  {op.key:<11} {database:<10} {system:<12} median {_fmt(low.median)} ms, "
-        f"p99 {_fmt(low.percentile(99))} ms, {_fmt(high.rps)} req/s",
-        file=sys.stderr,
-    )
-    return Cell(op, database, system, sql, low, high)
+) -> list[Cell]:
+    """Every system of one operation, timed in `args.rounds` alternating rounds.
+
+    Each round times every system for `duration / rounds` seconds, in an order rotated by
+    one each round, at concurrency 1 and then (the same way) at concurrency 32. A
+    system's latencies are pooled over its rounds and its req/s is its requests over its
+    timed seconds. The machine's speed drifts (other tenants, CPU frequency) over the
+    tens of seconds a cell takes, and timed one after another the systems would each get
+    a different stretch of it; alternating gives them the same. The first round warms
+    each system up for `warmup` seconds, later rounds for ROUND_WARMUP."""
+    systems = list(servers)
+    rounds = max(1, args.rounds)
+    share = args.duration / rounds
+    results: dict[tuple[str, int], load.LoadResult] = {}
+    for concurrency in (1, HIGH_CONCURRENCY):
+        for i in range(rounds):
+            order = systems[i % len(systems) :] + systems[: i % len(systems)]
+            for system in order:
+                timed = await load.run(
+                    servers[system].base_url,
+                    requests[system],
+                    concurrency=concurrency,
+                    duration=share,
+                    warmup=args.warmup if i == 0 else ROUND_WARMUP,
+                )
+                pooled = results.setdefault(
+                    (system, concurrency), load.LoadResult(concurrency, [], 0.0)
+                )
+                pooled.latencies_ms.extend(timed.latencies_ms)
+                pooled.seconds += timed.seconds
+    cells = []
+    for system in systems:
+        low, high = results[(system, 1)], results[(system, HIGH_CONCURRENCY)]
+        print(
+            f"  {op.key:<11} {database:<10} {system:<12} median {_fmt(low.median)} ms, "
+            f"p99 {_fmt(low.percentile(99))} ms, {_fmt(high.rps)} req/s",
+            file=sys.stderr,
+        )
+        cells.append(Cell(op, database, system, sql[system], low, high))
+    return cells
 
 
 def read_rss_kib(pid: int) -> int:
@@ -513,7 +538,9 @@ def report(
     out(
         f"- load: `bench/load.py` (asyncio + httpx, HTTP/1.1 keep-alive) on the same machine; "
         f"per cell {args.warmup:g} s warm-up then {args.duration:g} s at concurrency 1 "
-        f"(median, p99), then the same at concurrency {HIGH_CONCURRENCY} (req/s); "
+        f"(median, p99), then the same at concurrency {HIGH_CONCURRENCY} (req/s), "
+        f"the systems of an operation timed in {args.rounds} alternating rounds "
+        f"(a {ROUND_WARMUP:g} s warm-up before each later one); "
         f"one uvicorn worker per Python server; run took "
         f"{timedelta(seconds=int(took.total_seconds()))}"
     )
@@ -709,19 +736,9 @@ async def bench(args: argparse.Namespace) -> int:
                 )
                 print(f"  client ceiling: {ceiling.rps:.0f} req/s", file=sys.stderr)
             for op in ops:
-                reqs = requests_for(op, token)
-                for system, server in servers.items():
-                    cells.append(
-                        await measure(
-                            op,
-                            name,
-                            system,
-                            server,
-                            reqs[system],
-                            checked[op.key].sql[system],
-                            args,
-                        )
-                    )
+                cells += await measure_interleaved(
+                    op, name, servers, requests_for(op, token), checked[op.key].sql, args
+                )
         if args.workers > 1 and not args.check_only:
             with servers_stopped(running):
                 many = keep(
@@ -770,6 +787,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--products", type=int, default=100_000, help="catalog size")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds timed per cell")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per cell")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="alternating rounds per operation that share its --duration (1: each system "
+        "timed in one stretch, one after another)",
+    )
     parser.add_argument(
         "--workers", type=int, default=1, help="also time shopql with this many workers (> 1)"
     )
