@@ -140,9 +140,7 @@ Embed = frozenset[str]
 EMBEDDABLE: Embed = frozenset({"variants", "images", "category"})
 
 
-def _embedded_list(
-    columns: list[ColumnElement[Any]], product_id: Any, *order: Any
-) -> Select[Any]:
+def _embedded_list(columns: list[ColumnElement[Any]], product_id: Any, *order: Any) -> Select[Any]:
     return sa.select(embedded_list(columns, *order)).where(product_id == products.c.id)
 
 
