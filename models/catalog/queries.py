@@ -354,10 +354,15 @@ class ProductQuery:
 
 def subtree(roots: Sequence[int]) -> Any:
     """Recursive CTE (root_id, id): every category at or below each root."""
+    return _subtree(categories.c.id.in_(roots), "tree")
+
+
+def _subtree(roots: ColumnElement[bool], name: str) -> Any:
+    """Recursive CTE (root_id, id): every category at or below each category `roots` finds."""
     tree = (
         sa.select(categories.c.id.label("root_id"), categories.c.id.label("id"))
-        .where(categories.c.id.in_(roots))
-        .cte("tree", recursive=True)
+        .where(roots)
+        .cte(name, recursive=True)
     )
     return tree.union_all(
         sa.select(tree.c.root_id, categories.c.id).join(
@@ -711,19 +716,6 @@ class CategoryPage:
     products: list[Any] | None
 
 
-def _subtree_of_slug() -> Any:
-    tree = (
-        sa.select(categories.c.id.label("root_id"), categories.c.id.label("id"))
-        .where(categories.c.slug == sa.bindparam("slug"))
-        .cte("slug_tree", recursive=True)
-    )
-    return tree.union_all(
-        sa.select(tree.c.root_id, categories.c.id).join(
-            categories, categories.c.parent_id == tree.c.id
-        )
-    )
-
-
 def _page_array(window: Window, page: Select[Any], label: str) -> tuple[Any, Any]:
     """(the page as one array column, a row type naming the page's columns)."""
     rows = page.subquery()
@@ -754,7 +746,7 @@ def _category_page_statement(
         array, child_row = _page_array(children, page, "embedded_children")
         columns.append(array)
     if query is not None:
-        tree = _subtree_of_slug()
+        tree = _subtree(categories.c.slug == sa.bindparam("slug"), "slug_tree")
         base = query.base().add_columns(*embedded_columns(query.embed))
         page = query.window.apply(base.where(products.c.category_id.in_(sa.select(tree.c.id))))
         array, product_row = _page_array(query.window, page, "embedded_products")
