@@ -494,6 +494,7 @@ def start_authentication(
     except InvalidToken:
         ctx.auth_error = "invalid or expired token"
         return None
+    ctx.token_user_id = claims.user_id
     return _viewer_of_session(ctx, claims.user_id, claims.session_id)
 
 

@@ -57,6 +57,13 @@ class Context:
     # The session lookup of the request's token while it is still running (schema.http
     # starts it with the request and awaits it, `authenticated`, before the operation).
     authenticating: Awaitable[None] | None = None
+    # The user id of the request's token once its signature checks out, before its
+    # session is looked up: authentic, but not yet known to be signed in (the session may
+    # be revoked). Only for reads started early and used once `viewer` agrees
+    # (schema.speculation).
+    token_user_id: int | None = None
+    # The viewer's reads started before the session lookup ended (schema.speculation)
+    reading_ahead: Any = None
 
     async def authenticated(self) -> None:
         """Wait for the viewer: until then `viewer` and `auth_error` are not settled."""

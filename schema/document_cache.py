@@ -47,6 +47,13 @@ class DocumentStore:
         self.hits += 1
         return entry[1]
 
+    def peek(self, text: str, rules: Any) -> DocumentNode | None:
+        """`get` without counting a hit or refreshing the entry (a look before the use)."""
+        entry = self._entries.get(text)
+        if entry is None or (entry[0] is not rules and entry[0] != rules):
+            return None
+        return entry[1]
+
     def put(self, text: str, rules: Any, document: DocumentNode) -> None:
         if len(text) > MAX_CACHED_TEXT or self.size <= 0:
             return

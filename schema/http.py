@@ -32,6 +32,7 @@ from schema.graphiql import assets_dir, graphiql_page
 from schema.limits import CostCharge, cost_charge
 from schema.observability import Tracing, request_id_for
 from schema.persisted import ID_FIELDS, PersistedQueryError, persisted_documents
+from schema.speculation import read_ahead
 from schema.ws import WebSocketSupport
 
 logger = logging.getLogger("shopql.graphql")
@@ -107,6 +108,9 @@ async def _settle_authentication(context: Context, request_id: str) -> None:
     """A request answered before its operation (a request error, GraphiQL's page) may
     leave its session lookup running: it ends here, before the request's context is
     let go, and its failure is logged (no operation raised it)."""
+    reading = context.reading_ahead
+    if reading is not None:  # its failures are logged where they happen
+        await asyncio.wait([reading.task])
     pending = context.authenticating
     if pending is None:
         return
@@ -220,6 +224,7 @@ class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
     ) -> ExecutionResult:
         """The operation, rate limited (schema/limits.py CostCharge): a client back before
         its Retry-After is refused unparsed; over the limit, 429 with Retry-After."""
+        self._read_ahead(context, request_data)
         if self.rate_limiter is not None:
             await context.authenticated()  # the viewer's bucket, not the address's
         charge = self._cost_charge(context)
@@ -258,7 +263,11 @@ class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
             span = getattr(state, "span", None)
             if span is not None:
                 self.tracing.name_operation(span, request_data.query, request_data.operation_name)
+        self._read_ahead(context, request_data)  # a persisted document's, now it has text
         await context.authenticated()
+        reading = context.reading_ahead
+        if reading is not None:
+            await reading.settle(context)
         charged = cost_charge.set(charge)
         try:
             operation = super().execute_single(
@@ -275,6 +284,15 @@ class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
         finally:
             cost_charge.reset(charged)
         return result
+
+    def _read_ahead(self, context: Context, request_data: GraphQLRequestData) -> None:
+        """Start reading the viewer's orders while the session lookup runs, when the
+        operation asks for them (schema.speculation); at most once per request."""
+        query = request_data.query
+        if context.reading_ahead is None and context.authenticating is not None and query:
+            context.reading_ahead = read_ahead(
+                self.schema, context, query, request_data.variables, request_data.operation_name
+            )
 
     def _cost_charge(self, context: Context) -> CostCharge | None:
         """The rate-limit bucket of this request: its user's with a valid token, else its

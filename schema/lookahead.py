@@ -31,7 +31,7 @@ from graphql import (
 )
 from graphql.execution.values import VariableValues, get_argument_values
 
-__all__ = ["Nested", "nested_fields", "selected_fields"]
+__all__ = ["Nested", "field_nodes", "nested_fields", "selected_fields", "selected_names"]
 
 _MAX_REMEMBERED = 1024
 # id(field node) -> (the node, connection?, the names): the node is kept so its id is not
@@ -39,7 +39,7 @@ _MAX_REMEMBERED = 1024
 _REMEMBERED: dict[tuple[int, bool], tuple[FieldNode, frozenset[str]]] = {}
 
 
-def _fields(
+def field_nodes(
     selection_set: SelectionSetNode | None,
     fragments: Mapping[str, FragmentDefinitionNode],
     seen: frozenset[str] = frozenset(),
@@ -51,32 +51,42 @@ def _fields(
         if isinstance(selection, FieldNode):
             yield selection
         elif isinstance(selection, InlineFragmentNode):
-            yield from _fields(selection.selection_set, fragments, seen)
+            yield from field_nodes(selection.selection_set, fragments, seen)
         elif isinstance(selection, FragmentSpreadNode):
             name = selection.name.value
             fragment = fragments.get(name)
             if fragment is not None and name not in seen:
-                yield from _fields(fragment.selection_set, fragments, seen | {name})
+                yield from field_nodes(fragment.selection_set, fragments, seen | {name})
 
 
 def _names(
-    field_nodes: list[FieldNode],
+    nodes: list[FieldNode],
     fragments: Mapping[str, FragmentDefinitionNode],
     connection: bool,
 ) -> frozenset[str]:
     names: set[str] = set()
-    for field_node in field_nodes:
+    for field_node in nodes:
         if not connection:
-            names.update(f.name.value for f in _fields(field_node.selection_set, fragments))
+            names.update(f.name.value for f in field_nodes(field_node.selection_set, fragments))
             continue
-        for part in _fields(field_node.selection_set, fragments):
+        for part in field_nodes(field_node.selection_set, fragments):
             if part.name.value == "nodes":
-                names.update(f.name.value for f in _fields(part.selection_set, fragments))
+                names.update(f.name.value for f in field_nodes(part.selection_set, fragments))
             elif part.name.value == "edges":
-                for edge in _fields(part.selection_set, fragments):
+                for edge in field_nodes(part.selection_set, fragments):
                     if edge.name.value == "node":
-                        names.update(f.name.value for f in _fields(edge.selection_set, fragments))
+                        names.update(
+                            f.name.value for f in field_nodes(edge.selection_set, fragments)
+                        )
     return frozenset(names)
+
+
+def selected_names(
+    nodes: list[FieldNode], fragments: Mapping[str, FragmentDefinitionNode]
+) -> frozenset[str]:
+    """What `selected_fields(info, connection=True)` answers for a connection field whose
+    merged nodes are `nodes`, from the document alone."""
+    return _names(nodes, fragments, True)
 
 
 def selected_fields(info: Any, *, connection: bool = False) -> frozenset[str]:
@@ -84,14 +94,14 @@ def selected_fields(info: Any, *, connection: bool = False) -> frozenset[str]:
 
     `info` is strawberry's Info or graphql-core's GraphQLResolveInfo."""
     raw = getattr(info, "_raw_info", info)
-    field_nodes: list[FieldNode] = raw.field_nodes
-    first = field_nodes[0]
+    nodes: list[FieldNode] = raw.field_nodes
+    first = nodes[0]
     key = (id(first), connection)
     remembered = _REMEMBERED.get(key)
-    if remembered is not None and remembered[0] is first and len(field_nodes) == 1:
+    if remembered is not None and remembered[0] is first and len(nodes) == 1:
         return remembered[1]
-    names = _names(field_nodes, raw.fragments, connection)
-    if len(field_nodes) == 1:  # merged fields of one response key differ per operation
+    names = _names(nodes, raw.fragments, connection)
+    if len(nodes) == 1:  # merged fields of one response key differ per operation
         if len(_REMEMBERED) >= _MAX_REMEMBERED:
             _REMEMBERED.clear()
         _REMEMBERED[key] = (first, names)
@@ -119,7 +129,7 @@ def nested_fields(info: Any, names: frozenset[str]) -> dict[str, Nested]:
         return {}
     found: dict[str, dict[str, list[FieldNode]]] = {}
     for field_node in raw.field_nodes:
-        for node in _fields(field_node.selection_set, raw.fragments):
+        for node in field_nodes(field_node.selection_set, raw.fragments):
             name = node.name.value
             if name in names:
                 key = node.alias.value if node.alias is not None else name

@@ -22,8 +22,14 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any, cast
 
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    OperationDefinitionNode,
+    execute,
+    get_operation_ast,
+)
 from graphql import ExecutionResult as GraphQLExecutionResult
-from graphql import GraphQLError, execute, get_operation_ast
 from strawberry.execution import optimized_is_awaitable
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -57,6 +63,24 @@ class PreparedOperations:
         }
         self.served = 0  # operations answered here (tests, metrics of the cache)
 
+    def cached_operation(
+        self, schema: Any, query: str, operation_name: str | None, *, peek: bool = False
+    ) -> tuple[DocumentNode, OperationDefinitionNode] | None:
+        """The cached document of `query` (parsed and validated with the rules the
+        schema's extensions run with) and the operation the request picks, or None: not
+        cached, or several operations and no name (a request error), or an unknown name.
+        `peek`: a look ahead of the request's own, not counted as a cache hit."""
+        # The rules the extensions run with (the cache's key), from their list as it is
+        # now: an extension added after start-up counts at once.
+        rules = self._keys.get(tuple(schema.extensions))
+        if rules is None:
+            return None
+        document = (self.store.peek if peek else self.store.get)(query, rules)
+        if document is None:
+            return None
+        operation = get_operation_ast(document, operation_name)
+        return None if operation is None else (document, operation)
+
     async def run(
         self,
         schema: Any,
@@ -68,15 +92,11 @@ class PreparedOperations:
         allowed: Collection[OperationType],
         operation_extensions: dict[str, Any] | None,
     ) -> ExecutionResult | None:
-        # The rules the extensions run with (the cache's key), from their list as it is
-        # now: an extension added after start-up counts at once.
-        rules = self._keys.get(tuple(schema.extensions))
-        document = self.store.get(query, rules) if rules is not None else None
-        if document is None:
+        found = self.cached_operation(schema, query, operation_name)
+        if found is None:
             return None
-        # None for several operations and no name (a request error) or an unknown name
-        operation = get_operation_ast(document, operation_name)
-        if operation is None or _OPERATION_TYPES[operation.operation.value] not in allowed:
+        document, operation = found
+        if _OPERATION_TYPES[operation.operation.value] not in allowed:
             return None
         graphql_schema = schema._schema
         cost = cached_operation_cost(graphql_schema, document, operation, variables)

@@ -159,6 +159,15 @@ class CommerceLoaders:
     def _order_count_of_user(self) -> DataLoader[int, int]:
         return self._batch(lambda conn, keys: q.order_counts_by_users(conn, user_ids=keys), 0)
 
+    def prime_orders_of(
+        self, user_id: int, window: Window, rows: list[Any], *, embed_lines: bool = False
+    ) -> None:
+        """What `orders_of` would read for these arguments (`q.orders_by_users`'s rows
+        for `user_id`), read ahead of it."""
+        args_key = (window.args, embed_lines)
+        self._order_windows.setdefault(args_key, (window, embed_lines))
+        self._orders_of_user.prime((args_key, user_id), rows)
+
     async def orders_of(
         self, user_id: int, window: Window, *, embed_lines: bool = False
     ) -> Page[OrderRecord]:
