@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from models.catalog import queries as q
 from models.catalog.queries import (
@@ -200,19 +200,22 @@ async def category(
     products: NestedField | None = None,
 ) -> CategoryRecord | None:
     """`children`, `products`: the category's connections the query selects, if known
-    (schema.lookahead). On PostgreSQL, a category by slug reads their pages in its own
-    statement and hands them to the connections' loaders."""
+    (schema.lookahead). On PostgreSQL, a category reads their pages in its own statement
+    and hands them to the connections' loaders."""
     _one_of(id, slug, "slug")
-    if id is not None:
-        return await ctx.catalog.category_by_id.load(ids.decode(id, "Category"))
-    assert slug is not None
+    category_id = None if id is None else ids.decode(id, "Category")
     window = query = None
     if ctx.db.dialect == "postgresql":
         window, query = _category_pages(ctx, children, products)
+    if window is None and query is None:
+        if category_id is not None:
+            return await ctx.catalog.category_by_id.load(category_id)
+        async with ctx.db.read() as conn:
+            return await q.category_by_slug(conn, slug=cast(str, slug))
     async with ctx.db.read() as conn:
-        if window is None and query is None:
-            return await q.category_by_slug(conn, slug=slug)
-        page = await q.category_page_by_slug(conn, slug=slug, children=window, products=query)
+        page = await q.category_with_pages(
+            conn, id=category_id, slug=slug, children=window, products=query
+        )
     if page is None:
         return None
     ctx.catalog.prime_category_page(page, window, query)

@@ -285,7 +285,7 @@ class CatalogQuery:
         self, info: Ctx, id: strawberry.ID | None = None, slug: str | None = None
     ) -> Category | None:
         # The nested pages a category's own statement can read (PostgreSQL only)
-        embeds = slug is not None and info.context.db.dialect == "postgresql"
+        embeds = info.context.db.dialect == "postgresql"
         nested = nested_fields(info, _CATEGORY_PAGES) if embeds else {}
         return await r.category(  # type: ignore[return-value]
             info.context,

@@ -1,4 +1,4 @@
-"""A category page (a category by slug, a page of its children, a page of its products) is
+"""A category page (a category by slug or id, a page of its children, a page of its products) is
 one statement on PostgreSQL: the category's row carries both pages (models.catalog.queries,
 "category pages"; schema.lookahead.nested_fields reads the pages' arguments). The answers,
 errors included, are exactly those of the connections' own batches.
@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from accounts_factory import gid
 from conftest import TEST_DATABASE_URL
 from test_embedded_relations import edge_catalog_clients
 
@@ -25,8 +26,8 @@ PRODUCT = """id name slug isPublished priceRange { start { amount currency } }
   variants { id sku name price { amount } quantityAvailable } images { url alt }
   category { id slug parent { slug } }"""
 
-PAGE = f"""query($slug: String!, $c: Int, $p: Int, $after: String, $before: String) {{
-  category(slug: $slug) {{
+PAGE = f"""query($slug: String, $id: ID, $c: Int, $p: Int, $after: String, $before: String) {{
+  category(slug: $slug, id: $id) {{
     id name slug level parent {{ slug }}
     children(first: $c) {{ totalCount nodes {{ id name slug }}
       pageInfo {{ hasNextPage hasPreviousPage startCursor endCursor }} }}
@@ -36,15 +37,15 @@ PAGE = f"""query($slug: String!, $c: Int, $p: Int, $after: String, $before: Stri
   }}
 }}"""
 
-BACKWARD = """query($slug: String!, $n: Int, $before: String) {
-  category(slug: $slug) {
+BACKWARD = """query($slug: String, $id: ID, $n: Int, $before: String) {
+  category(slug: $slug, id: $id) {
     children(last: $n) { nodes { slug } pageInfo { hasPreviousPage startCursor } }
     products(last: $n, before: $before) { nodes { slug variants { sku } }
       pageInfo { hasNextPage hasPreviousPage } }
   }
 }"""
 
-FRAGMENTS = """query($slug: String!) { category(slug: $slug) { ...Page } }
+FRAGMENTS = """query($slug: String, $id: ID) { category(slug: $slug, id: $id) { ...Page } }
 fragment Page on Category { slug ... on Category { children { nodes { slug } } }
   products(first: 5) { nodes { ...P } } }
 fragment P on Product { slug images { url } }"""
@@ -60,9 +61,8 @@ NOT_EMBEDDED = [
       children(first: 2) { nodes { slug } } } }""",
     """query($slug: String!) { category(slug: $slug) {
       products(first: 4, filter: {inStock: true}) { nodes { slug } } } }""",
-    # by id: the category's loader
-    """query($id: ID!) { category(id: $id) { children { nodes { slug } }
-      products(first: 3) { nodes { slug } } } }""",
+    # no page asked for: by id, the category's loader
+    """query($id: ID!) { category(id: $id) { slug level parent { slug } } }""",
 ]
 
 # Bad arguments: each error is reported where it is, the rest of the page still answers.
@@ -109,6 +109,8 @@ BAD = [
     ),
 ]
 
+EMBEDDED = 20  # the first cases: 10 pages by slug, the same 10 by id
+
 HOSTILE_SLUGS = [
     "no-such-category",
     "'; DROP TABLE categories; --",
@@ -116,6 +118,16 @@ HOSTILE_SLUGS = [
     "_",
     "\u202e\U0001f4a5 ünïcode",
     "x" * 255,
+]
+
+# IDs that find no category, or are refused (BAD_USER_INPUT at `category`)
+HOSTILE_IDS = [
+    gid("Category", 10**12),
+    gid("Category", 2**62),
+    gid("Product", 1),
+    "not-an-id",
+    "'; DROP TABLE categories; --",
+    "x" * 5000,
 ]
 
 
@@ -152,14 +164,19 @@ async def _slugs(client: httpx.AsyncClient) -> dict[str, str]:
     roots = [n for n in nodes if n["parent"] is None and n["children"]["totalCount"] > 1]
     leaves = [n for n in nodes if n["children"]["totalCount"] == 0]
     assert roots and leaves
-    return {"root": roots[0]["slug"], "leaf": leaves[0]["slug"], "root_id": roots[0]["id"]}
+    return {
+        "root": roots[0]["slug"],
+        "leaf": leaves[0]["slug"],
+        "root_id": roots[0]["id"],
+        "leaf_id": leaves[0]["id"],
+    }
 
 
 async def _cases(client: httpx.AsyncClient) -> list[tuple[str, dict[str, Any]]]:
     slugs = await _slugs(client)
     first = await _post(client, PAGE, {"slug": slugs["root"], "c": 3, "p": 5})
     cursor = first["data"]["category"]["products"]["pageInfo"]["endCursor"]
-    cases: list[tuple[str, dict[str, Any]]] = [
+    by_slug: list[tuple[str, dict[str, Any]]] = [
         (PAGE, {"slug": slugs["root"], "c": 3, "p": 5}),
         (PAGE, {"slug": slugs["root"], "c": 20, "p": 24}),
         (PAGE, {"slug": slugs["root"], "c": 100, "p": 100}),
@@ -171,7 +188,17 @@ async def _cases(client: httpx.AsyncClient) -> list[tuple[str, dict[str, Any]]]:
         (BACKWARD, {"slug": slugs["root"], "n": 2, "before": cursor}),
         (FRAGMENTS, {"slug": slugs["root"]}),
     ]
+    ids = {slugs["root"]: slugs["root_id"], slugs["leaf"]: slugs["leaf_id"]}
+    by_id = [
+        (
+            query,
+            {**{k: v for k, v in variables.items() if k != "slug"}, "id": ids[variables["slug"]]},
+        )
+        for query, variables in by_slug
+    ]
+    cases = [*by_slug, *by_id]  # EMBEDDED of them: both pages embedded
     cases += [(PAGE, {"slug": slug, "c": 2, "p": 2}) for slug in HOSTILE_SLUGS]
+    cases += [(PAGE, {"id": id, "c": 2, "p": 2}) for id in HOSTILE_IDS]
     cases += [
         (query, {"id": slugs["root_id"]} if "$id" in query else {"slug": slugs["root"]})
         for query in NOT_EMBEDDED
@@ -199,7 +226,7 @@ async def test_a_category_page_answers_what_the_batches_answer(
                     query,
                     variables,
                 )
-                if i < 10:  # both pages embedded: two statements fewer
+                if i < EMBEDDED:  # both pages embedded: two statements fewer
                     assert _sql(embedded[viewer, i]) == _sql(batched) - 2, (viewer, i)
 
     # The cases say what they mean to: pages found, hidden products per viewer, errors
@@ -218,8 +245,18 @@ async def test_a_category_page_answers_what_the_batches_answer(
     assert [i["url"][-5:] for i in shuffled["images"]] == ["0.jpg", "1.jpg", "2.jpg"]
     assert anonymous_page["products"]["totalCount"] > 24
     assert embedded["anonymous", 4]["data"]["category"]["products"]["pageInfo"]["hasPreviousPage"]
-    for i in range(10, 10 + len(HOSTILE_SLUGS)):
-        assert embedded["anonymous", i]["data"] == {"category": None}
+    for i in range(10):  # by id, the same page as by slug
+        assert _without_sql(embedded["anonymous", i]) == _without_sql(embedded["anonymous", 10 + i])
+    for i in range(EMBEDDED, EMBEDDED + len(HOSTILE_SLUGS) + 2):
+        assert embedded["anonymous", i]["data"] == {"category": None}, i
+    refused = range(
+        EMBEDDED + len(HOSTILE_SLUGS) + 2, EMBEDDED + len(HOSTILE_SLUGS) + len(HOSTILE_IDS)
+    )
+    for i in refused:
+        body = embedded["anonymous", i]
+        assert [(e["path"], e["extensions"]["code"]) for e in body["errors"]] == [
+            (["category"], "BAD_USER_INPUT")
+        ], body
     bad = {i: embedded["anonymous", i] for i in range(len(cases) - len(BAD), len(cases))}
     paths = [[e.get("path") for e in body.get("errors", [])] for body in bad.values()]
     assert paths[:5] == [
@@ -252,13 +289,14 @@ async def test_a_category_page_is_one_statement_for_any_page_size(
         )
         total = counted["data"]["category"]["products"]["totalCount"]
         assert 24 < total < 100
-        for c, p in ((1, 1), (20, 24), (100, 100)):
-            body = await _post(client, query, {"slug": slugs["root"], "c": c, "p": p})
-            assert "errors" not in body, body
-            assert len(body["data"]["category"]["products"]["edges"]) == min(p, total)
-            # The category, its children, its products and the products' variants,
-            # images and categories
-            assert _sql(body) == 1 + session, (viewer, c, p)
+        for key in ({"slug": slugs["root"]}, {"id": slugs["root_id"]}):
+            for c, p in ((1, 1), (20, 24), (100, 100)):
+                body = await _post(client, query, {**key, "c": c, "p": p})
+                assert "errors" not in body, body
+                assert len(body["data"]["category"]["products"]["edges"]) == min(p, total)
+                # The category, its children, its products and the products' variants,
+                # images and categories
+                assert _sql(body) == 1 + session, (viewer, key, c, p)
         # The children's parent is the category itself: no statement either
         body = await _post(
             client,

@@ -213,7 +213,7 @@ class CatalogLoaders:
         self, page: q.CategoryPage, children: Window | None, products: ProductQuery | None
     ) -> None:
         """Seed the loaders of a category's nested pages with the rows its own statement
-        embedded (`q.category_page_by_slug`): `children_of` and `products_of` with the
+        embedded (`q.category_with_pages`): `children_of` and `products_of` with the
         same arguments then answer without a statement."""
         parent_id = page.category.id
         if children is not None and page.children is not None:

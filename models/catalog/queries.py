@@ -708,7 +708,7 @@ _PAGE_CATEGORY = categories.alias("page_category")
 
 @dataclass(frozen=True, slots=True)
 class CategoryPage:
-    """What `category_page_by_slug` read: the category and the rows of each page it
+    """What `category_with_pages` read: the category and the rows of each page it
     embedded (None for a page it was not asked for)."""
 
     category: CategoryRecord
@@ -732,7 +732,7 @@ def _page_array(window: Window, page: Select[Any], label: str) -> tuple[Any, Any
 
 
 def _category_page_statement(
-    children: Window | None, query: ProductQuery | None
+    by: str, children: Window | None, query: ProductQuery | None
 ) -> tuple[Select[Any], Any, Any]:
     outer = _PAGE_CATEGORY
     columns: list[Any] = _columns(CategoryRecord, outer)
@@ -746,31 +746,38 @@ def _category_page_statement(
         array, child_row = _page_array(children, page, "embedded_children")
         columns.append(array)
     if query is not None:
-        tree = _subtree(categories.c.slug == sa.bindparam("slug"), "slug_tree")
+        tree = _subtree(categories.c[by] == sa.bindparam("key"), "page_tree")
         base = query.base().add_columns(*embedded_columns(query.embed))
         page = query.window.apply(base.where(products.c.category_id.in_(sa.select(tree.c.id))))
         array, product_row = _page_array(query.window, page, "embedded_products")
         columns.append(array)
-    stmt = sa.select(*columns).where(outer.c.slug == sa.bindparam("slug"))
+    stmt = sa.select(*columns).where(outer.c[by] == sa.bindparam("key"))
     return stmt, child_row, product_row
 
 
-async def category_page_by_slug(
-    conn: AsyncConnection, *, slug: str, children: Window | None, products: ProductQuery | None
+async def category_with_pages(
+    conn: AsyncConnection,
+    *,
+    id: int | None = None,
+    slug: str | None = None,
+    children: Window | None,
+    products: ProductQuery | None,
 ) -> CategoryPage | None:
-    """The category with the given slug, its children's page in `children` and its
+    """The category with the given id or slug, its children's page in `children` and its
     products' page (descendants included) of `products`, in one statement (PostgreSQL).
     A product query with no possible results is not embedded."""
+    by, value = ("id", id) if id is not None else ("slug", slug)
     query = None if products is None or products.no_results else products
     key = (
         "category_page",
+        by,
         None if children is None else children.args,
         None if query is None else (query.key, query.dialect, query.currency),
     )
     stmt, child_row, product_row = _BUILT.get(
-        key, lambda: _category_page_statement(children, query)
+        key, lambda: _category_page_statement(by, children, query)
     )
-    row = await fetch_first(conn, stmt, {"slug": slug})
+    row = await fetch_first(conn, stmt, {"key": value})
     if row is None:
         return None
     child_rows = product_rows = None
