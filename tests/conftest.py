@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import shutil
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -42,31 +44,102 @@ ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+class _PgCopies:
+    """PostgreSQL copies of a source database made ahead, and dropped behind, by one
+    background thread with its own connection: a test that writes takes a copy already
+    made and leaves its drop to the thread, instead of waiting on CREATE DATABASE and
+    DROP DATABASE (0.2 to 0.7 s together on a loaded 2-core machine, for hundreds of
+    tests). The source is never connected to, so it can be copied at any time."""
+
+    AHEAD = 2
+
+    def __init__(self, server_url: str, source: str) -> None:
+        self.admin = make_url(server_url).set(drivername="postgresql+asyncpg", database="postgres")
+        self.source = source
+        self.ready: queue.Queue[str] = queue.Queue()
+        self.drops: queue.Queue[str | None] = queue.Queue()
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="pg-copies", daemon=True)
+        self.thread.start()
+
+    def take(self) -> str:
+        while True:
+            try:
+                return self.ready.get(timeout=0.5)
+            except queue.Empty:
+                if self.failure is not None:
+                    raise RuntimeError("making database copies failed") from self.failure
+                if not self.thread.is_alive():
+                    raise RuntimeError("the database copy thread has stopped") from None
+
+    def drop(self, name: str) -> None:
+        self.drops.put(name)
+
+    def close(self) -> None:
+        """Stop the thread once every queued drop is done (copies still ready are left to
+        `_pg_cleanup`)."""
+        self.drops.put(None)
+        self.thread.join(timeout=120)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._work())
+        except BaseException as exc:  # reported by `take`
+            self.failure = exc
+
+    async def _work(self) -> None:
+        engine = sa.ext.asyncio.create_async_engine(self.admin, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                while (name := self._next()) is not None:
+                    if name:
+                        await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                        continue
+                    copy = f"{RUN_PREFIX}{uuid.uuid4().hex[:12]}"
+                    await conn.exec_driver_sql(f'CREATE DATABASE "{copy}" TEMPLATE "{self.source}"')
+                    self.ready.put(copy)
+        finally:
+            await engine.dispose()
+
+    def _next(self) -> str | None:
+        """The next thing to do (this thread only waits for it): a database to drop
+        (drops first: they free what copies use), "" for a copy to make, None to stop."""
+        while True:
+            try:
+                return self.drops.get_nowait()
+            except queue.Empty:
+                pass
+            if self.ready.qsize() < self.AHEAD:
+                return ""
+            try:
+                return self.drops.get(timeout=0.05)
+            except queue.Empty:
+                continue
+
+
 @dataclass(frozen=True)
 class DatabaseFactory:
     """Knows the seeded template and how to hand out copies of it."""
 
     template_url: str
     workdir: Path
+    copies: _PgCopies | None = None  # PostgreSQL
 
     @property
     def is_postgres(self) -> bool:
         return self.template_url.startswith("postgresql")
 
     def copy(self) -> str:
-        if not self.is_postgres:
+        if self.copies is None:
             target = self.workdir / f"{uuid.uuid4().hex}.db"
             shutil.copyfile(make_url(self.template_url).database or "", target)
             return f"sqlite+aiosqlite:///{target}"
-        name = f"{RUN_PREFIX}{uuid.uuid4().hex[:12]}"
-        template = make_url(self.template_url).database
-        _pg_admin(self.template_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        name = self.copies.take()
         return str(make_url(self.template_url).set(database=name).render_as_string(False))
 
     def drop(self, url: str) -> None:
-        if self.is_postgres:
-            name = make_url(url).database
-            _pg_admin(self.template_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if self.copies is not None:
+            self.copies.drop(make_url(url).database or "")
         else:
             Path(make_url(url).database or "").unlink(missing_ok=True)
 
@@ -145,9 +218,15 @@ def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFact
     else:
         url = f"sqlite+aiosqlite:///{workdir / 'catalog.db'}"
     asyncio.run(_build(url))
-    factory = DatabaseFactory(url, workdir)
+    copies = None
+    if TEST_DATABASE_URL:  # the copies' source: the seeded catalog, never connected to
+        source = f"{RUN_PREFIX}source_{uuid.uuid4().hex[:8]}"
+        _pg_admin(TEST_DATABASE_URL, f'CREATE DATABASE "{source}" TEMPLATE "{name}"')
+        copies = _PgCopies(TEST_DATABASE_URL, source)
+    factory = DatabaseFactory(url, workdir, copies)
     yield factory
-    if factory.is_postgres:
+    if copies is not None:
+        copies.close()
         _pg_cleanup(TEST_DATABASE_URL)
 
 
