@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import Enum
@@ -729,6 +729,24 @@ def _has_directives(node: Any) -> bool:
     return False
 
 
+# id(operation node) -> (the node, kept so its id is not reused; whether the operation
+# or a fragment of its document carries a directive). The document cache hands out the
+# same parsed documents, so a repeated operation is one dictionary lookup.
+_DIRECTIVES: dict[int, tuple[Any, bool]] = {}
+_MAX_DIRECTIVES = 2000
+
+
+def _document_has_directives(operation: Any, fragments: Mapping[str, Any]) -> bool:
+    remembered = _DIRECTIVES.get(id(operation))
+    if remembered is not None and remembered[0] is operation:
+        return remembered[1]
+    found = _has_directives(operation) or any(_has_directives(f) for f in fragments.values())
+    if len(_DIRECTIVES) >= _MAX_DIRECTIVES:
+        _DIRECTIVES.clear()
+    _DIRECTIVES[id(operation)] = (operation, found)
+    return found
+
+
 class _Compiler:
     """Python source for completing an object's selection set in one call, for selections
     whose every field is planned inline (attribute, one-argument resolver, loaded field,
@@ -951,8 +969,7 @@ class FastExecutionContext(RequestExecutionContext):
         self._may_compile = (
             self._fast
             and self._wait_loaders
-            and not _has_directives(self.operation)
-            and not any(_has_directives(f) for f in self.fragments.values())
+            and not _document_has_directives(self.operation, self.fragments)
         )
 
     def _find_compiled(

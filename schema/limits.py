@@ -472,10 +472,12 @@ def _operation_cost(
 
 
 # Costs of operations of cached documents (schema.document_cache hands out the same
-# parsed document for the same text): id(operation) -> (schema, operation, the variables
-# the cost depends on, {their values: cost}). Bounded: it starts over when full.
-_Costs = tuple[GraphQLSchema, OperationDefinitionNode, tuple[str, ...], dict[tuple[Any, ...], int]]
-_COSTS: dict[int, _Costs] = {}
+# parsed document for the same text), kept on the schema they were computed with (they go
+# with it, rather than keeping every schema built in a process alive):
+# id(operation) -> (operation, the variables the cost depends on, {their values: cost}).
+# Bounded: it starts over when full.
+_Costs = tuple[OperationDefinitionNode, tuple[str, ...], dict[tuple[Any, ...], int]]
+_COSTS_ATTR = "_shopql_costs"
 _MAX_COSTS = 2000
 _MAX_COSTS_PER_OPERATION = 64
 _KEY_TYPES = (int, str, float, bool, type(None))
@@ -489,17 +491,21 @@ def cached_operation_cost(
 ) -> int:
     """`operation_cost`, remembered per operation node and the values of the variables
     it depends on (page sizes): walking the selections was 3-5% of a cached request."""
-    entry = _COSTS.get(id(operation))
+    remembered: dict[int, _Costs] | None = schema.__dict__.get(_COSTS_ATTR)
+    if remembered is None:
+        remembered = {}
+        setattr(schema, _COSTS_ATTR, remembered)
+    entry = remembered.get(id(operation))
     cost: int | None = None
-    if entry is None or entry[0] is not schema or entry[1] is not operation:
+    if entry is None or entry[0] is not operation:
         cost, names = _operation_cost(schema, document, operation, variables)
-        if len(_COSTS) >= _MAX_COSTS:
-            _COSTS.clear()
-        entry = _COSTS[id(operation)] = (schema, operation, names, {})
-    key = _cost_key(variables or {}, entry[2])
+        if len(remembered) >= _MAX_COSTS:
+            remembered.clear()
+        entry = remembered[id(operation)] = (operation, names, {})
+    key = _cost_key(variables or {}, entry[1])
     if key is None:  # not remembered
         return cost if cost is not None else operation_cost(schema, document, operation, variables)
-    costs = entry[3]
+    costs = entry[2]
     if cost is None:
         cost = costs.get(key)
         if cost is not None:

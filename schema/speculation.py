@@ -63,9 +63,10 @@ class _Plan:
     selected: frozenset[str]
 
 
-# id(operation node) -> (the node, its plan or None): the node is kept so its id is not
-# reused while the plan is remembered (the document cache hands out the same documents).
-_PLANS: dict[int, tuple[OperationDefinitionNode, _Plan | None]] = {}
+# Plans, kept on the schema they were made with (they hold its fields): id(operation
+# node) -> (the node, its plan or None). The node is kept so its id is not reused while
+# the plan is remembered (the document cache hands out the same documents).
+_PLANS_ATTR = "_shopql_read_ahead_plans"
 
 
 def _by_response_key(nodes: list[FieldNode], name: str) -> dict[str, list[FieldNode]]:
@@ -106,13 +107,19 @@ def _plan(schema: Any, document: DocumentNode, operation: OperationDefinitionNod
 def _plan_of(
     schema: Any, document: DocumentNode, operation: OperationDefinitionNode
 ) -> _Plan | None:
-    remembered = _PLANS.get(id(operation))
+    plans: dict[int, tuple[OperationDefinitionNode, _Plan | None]] | None = schema.__dict__.get(
+        _PLANS_ATTR
+    )
+    if plans is None:
+        plans = {}
+        setattr(schema, _PLANS_ATTR, plans)
+    remembered = plans.get(id(operation))
     if remembered is not None and remembered[0] is operation:
         return remembered[1]
     plan = _plan(schema, document, operation)
-    if len(_PLANS) >= _MAX_REMEMBERED:
-        _PLANS.clear()
-    _PLANS[id(operation)] = (operation, plan)
+    if len(plans) >= _MAX_REMEMBERED:
+        plans.clear()
+    plans[id(operation)] = (operation, plan)
     return plan
 
 
