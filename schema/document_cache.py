@@ -16,14 +16,45 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from graphql import DocumentNode
 from strawberry.extensions import SchemaExtension
 
+V = TypeVar("V")
+
 DEFAULT_SIZE = 1000
 # Longer texts are parsed every time: they are not what a storefront sends repeatedly.
 MAX_CACHED_TEXT = 20_000
+
+
+def schema_store(schema: Any, attr: str) -> dict[Any, Any]:
+    """A dict kept on the schema object under `attr`: what is remembered about a
+    schema's documents goes with it, rather than keeping every schema a process builds
+    alive (the test suite builds one per app)."""
+    store: dict[Any, Any] | None = schema.__dict__.get(attr)
+    if store is None:
+        store = {}
+        setattr(schema, attr, store)
+    return store
+
+
+def remember(
+    store: dict[int, tuple[Any, Any]], node: Any, compute: Callable[[], V], limit: int
+) -> V:
+    """`compute()`, remembered for this AST node (the cache hands out the same parsed
+    documents, so a repeated document is one dictionary lookup). Entries are keyed by
+    id(node) and keep the node, so its id is not reused while they live; the store starts
+    over when it holds `limit`."""
+    remembered = store.get(id(node))
+    if remembered is not None and remembered[0] is node:
+        value: V = remembered[1]
+        return value
+    value = compute()
+    if len(store) >= limit:
+        store.clear()
+    store[id(node)] = (node, value)
+    return value
 
 
 class DocumentStore:

@@ -87,6 +87,7 @@ from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
 
 from models.db import RequestWork, end_request_work, run_inline, start_request_work
+from schema.document_cache import remember, schema_store
 from schema.scalars import serialize_decimal
 
 __all__ = ["FastExecutionContext", "RequestExecutionContext", "mark_loaded", "mark_records"]
@@ -729,22 +730,19 @@ def _has_directives(node: Any) -> bool:
     return False
 
 
-# id(operation node) -> (the node, kept so its id is not reused; whether the operation
-# or a fragment of its document carries a directive). The document cache hands out the
-# same parsed documents, so a repeated operation is one dictionary lookup.
+# Whether an operation or a fragment of its document carries a directive, per operation
+# node (`remember`).
 _DIRECTIVES: dict[int, tuple[Any, bool]] = {}
 _MAX_DIRECTIVES = 2000
 
 
 def _document_has_directives(operation: Any, fragments: Mapping[str, Any]) -> bool:
-    remembered = _DIRECTIVES.get(id(operation))
-    if remembered is not None and remembered[0] is operation:
-        return remembered[1]
-    found = _has_directives(operation) or any(_has_directives(f) for f in fragments.values())
-    if len(_DIRECTIVES) >= _MAX_DIRECTIVES:
-        _DIRECTIVES.clear()
-    _DIRECTIVES[id(operation)] = (operation, found)
-    return found
+    return remember(
+        _DIRECTIVES,
+        operation,
+        lambda: _has_directives(operation) or any(_has_directives(f) for f in fragments.values()),
+        _MAX_DIRECTIVES,
+    )
 
 
 class _Compiler:
@@ -979,10 +977,7 @@ class FastExecutionContext(RequestExecutionContext):
         store: keyed by the AST nodes of the selection (the document cache hands out the
         same parsed document for the same query text), built the second time it is asked
         for."""
-        store: dict[Any, _Compiled] | None = self.schema.__dict__.get(_COMPILED_ATTR)
-        if store is None:
-            store = {}
-            setattr(self.schema, _COMPILED_ATTR, store)
+        store: dict[Any, _Compiled] = schema_store(self.schema, _COMPILED_ATTR)
         key = (
             parent_type.name,
             tuple(tuple(id(d.node) for d in details) for details in fields.values()),

@@ -69,6 +69,7 @@ from strawberry.types import ExecutionResult
 from models import telemetry
 from models.ratelimit import RateLimiter, RecentRefusals
 from models.settings import QueryLimits
+from schema.document_cache import schema_store
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -491,10 +492,7 @@ def cached_operation_cost(
 ) -> int:
     """`operation_cost`, remembered per operation node and the values of the variables
     it depends on (page sizes): walking the selections was 3-5% of a cached request."""
-    remembered: dict[int, _Costs] | None = schema.__dict__.get(_COSTS_ATTR)
-    if remembered is None:
-        remembered = {}
-        setattr(schema, _COSTS_ATTR, remembered)
+    remembered: dict[int, _Costs] = schema_store(schema, _COSTS_ATTR)
     entry = remembered.get(id(operation))
     cost: int | None = None
     if entry is None or entry[0] is not operation:

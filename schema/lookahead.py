@@ -15,7 +15,7 @@ documents, so a repeated query is one dictionary lookup).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,14 @@ from graphql import (
 )
 from graphql.execution.values import VariableValues, get_argument_values
 
-__all__ = ["Nested", "field_nodes", "nested_fields", "selected_fields", "selected_names"]
+__all__ = [
+    "Nested",
+    "by_response_key",
+    "field_nodes",
+    "nested_fields",
+    "selected_fields",
+    "selected_names",
+]
 
 _MAX_REMEMBERED = 1024
 # id(field node) -> (the node, connection?, the names): the node is kept so its id is not
@@ -57,6 +64,16 @@ def field_nodes(
             fragment = fragments.get(name)
             if fragment is not None and name not in seen:
                 yield from field_nodes(fragment.selection_set, fragments, seen | {name})
+
+
+def by_response_key(nodes: Iterable[FieldNode], name: str) -> dict[str, list[FieldNode]]:
+    """The nodes of field `name` among `nodes`, by response key (alias, else name)."""
+    found: dict[str, list[FieldNode]] = {}
+    for node in nodes:
+        if node.name.value == name:
+            key = node.alias.value if node.alias is not None else name
+            found.setdefault(key, []).append(node)
+    return found
 
 
 def _names(
@@ -127,18 +144,17 @@ def nested_fields(info: Any, names: frozenset[str]) -> dict[str, Nested]:
     parent = get_named_type(raw.return_type)
     if not isinstance(parent, GraphQLObjectType):
         return {}
-    found: dict[str, dict[str, list[FieldNode]]] = {}
-    for field_node in raw.field_nodes:
-        for node in field_nodes(field_node.selection_set, raw.fragments):
-            name = node.name.value
-            if name in names:
-                key = node.alias.value if node.alias is not None else name
-                found.setdefault(name, {}).setdefault(key, []).append(node)
+    below = [
+        node
+        for field_node in raw.field_nodes
+        for node in field_nodes(field_node.selection_set, raw.fragments)
+    ]
     variables = raw.variable_values
     if not isinstance(variables, VariableValues):  # strawberry's info: the coerced values
         variables = VariableValues(sources={}, coerced=variables)
     nested: dict[str, Nested] = {}
-    for name, by_key in found.items():
+    for name in names:
+        by_key = by_response_key(below, name)
         if len(by_key) != 1:
             continue
         (nodes,) = by_key.values()

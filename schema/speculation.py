@@ -45,7 +45,8 @@ from models.db import Database
 from models.orders import queries as q
 from models.pagination import PageArgs, Window
 from resolvers.context import Context
-from schema.lookahead import field_nodes, selected_names
+from schema.document_cache import remember, schema_store
+from schema.lookahead import by_response_key, field_nodes, selected_names
 
 __all__ = ["ReadAhead", "read_ahead"]
 
@@ -63,19 +64,9 @@ class _Plan:
     selected: frozenset[str]
 
 
-# Plans, kept on the schema they were made with (they hold its fields): id(operation
-# node) -> (the node, its plan or None). The node is kept so its id is not reused while
-# the plan is remembered (the document cache hands out the same documents).
+# Plans per operation node (`remember`), kept on the schema they were made with (they
+# hold its fields).
 _PLANS_ATTR = "_shopql_read_ahead_plans"
-
-
-def _by_response_key(nodes: list[FieldNode], name: str) -> dict[str, list[FieldNode]]:
-    found: dict[str, list[FieldNode]] = {}
-    for node in nodes:
-        if node.name.value == name:
-            key = node.alias.value if node.alias is not None else name
-            found.setdefault(key, []).append(node)
-    return found
 
 
 def _plan(schema: Any, document: DocumentNode, operation: OperationDefinitionNode) -> _Plan | None:
@@ -84,11 +75,11 @@ def _plan(schema: Any, document: DocumentNode, operation: OperationDefinitionNod
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
     }
-    me = _by_response_key(list(field_nodes(operation.selection_set, fragments)), "me")
+    me = by_response_key(list(field_nodes(operation.selection_set, fragments)), "me")
     asked = [  # the `orders` of each `me`, by response key
         nodes
         for me_nodes in me.values()
-        for nodes in _by_response_key(
+        for nodes in by_response_key(
             [node for m in me_nodes for node in field_nodes(m.selection_set, fragments)],
             "orders",
         ).values()
@@ -107,20 +98,12 @@ def _plan(schema: Any, document: DocumentNode, operation: OperationDefinitionNod
 def _plan_of(
     schema: Any, document: DocumentNode, operation: OperationDefinitionNode
 ) -> _Plan | None:
-    plans: dict[int, tuple[OperationDefinitionNode, _Plan | None]] | None = schema.__dict__.get(
-        _PLANS_ATTR
+    return remember(
+        schema_store(schema, _PLANS_ATTR),
+        operation,
+        lambda: _plan(schema, document, operation),
+        _MAX_REMEMBERED,
     )
-    if plans is None:
-        plans = {}
-        setattr(schema, _PLANS_ATTR, plans)
-    remembered = plans.get(id(operation))
-    if remembered is not None and remembered[0] is operation:
-        return remembered[1]
-    plan = _plan(schema, document, operation)
-    if len(plans) >= _MAX_REMEMBERED:
-        plans.clear()
-    plans[id(operation)] = (operation, plan)
-    return plan
 
 
 def _window(
