@@ -155,6 +155,7 @@ def create_app(
     app.state.services = services
     app.state.metrics = metrics
     app.state.tracing = tracing
+    app.state.graphql = graphql  # the GraphQL view (tests switch its direct POST path)
     return app
 
 

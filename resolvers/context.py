@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 from models.accounts.loaders import AccountLoaders
@@ -13,6 +12,7 @@ from models.accounts.passwords import Passwords
 from models.accounts.queries import UserRecord
 from models.audit.loaders import AuditLoaders
 from models.catalog.loaders import CatalogLoaders
+from models.dataloader import cached_property
 from models.db import Database, SqlStats
 from models.errors import Forbidden, NotAuthenticated
 from models.mail import Mailer

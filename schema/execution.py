@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import operator
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -79,7 +80,7 @@ from graphql import (
     GraphQLString,
     is_leaf_type,
 )
-from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
+from graphql.execution.collect_fields import CollectedFields, FieldDetailsList, GroupedFieldSet
 from graphql.pyutils import AwaitableOrValue, Path, Undefined, gather_with_cancel
 from graphql.type.introspection import TypeNameMetaFieldDef
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
@@ -688,6 +689,10 @@ _NOT_YET: Any = object()
 # A key is compiled the second time it is seen, so documents that are not reused (no
 # document cache) never pay for compilation.
 _COMPILED_ATTR = "_shopql_compiled"
+# Subfields collected once for every request (FastExecutionContext.collect_subfields):
+# (type name, ids of the field nodes) -> (the nodes, kept alive; the collected fields), and
+# id(a collected set) -> (the set; its _Compiled entry once found)
+_COLLECTED_ATTR = "_shopql_collected"
 _MAX_COMPILED = 2000
 
 _CompiledFn = Callable[[Any, Any, Any], dict[str, Any]]
@@ -970,6 +975,47 @@ class FastExecutionContext(RequestExecutionContext):
             and not _document_has_directives(self.operation, self.fragments)
         )
 
+    def collect_subfields(
+        self, return_type: GraphQLObjectType, field_details_list: FieldDetailsList
+    ) -> CollectedFields:
+        """graphql-core's per-request memo, then, for a document without directives, the
+        schema's store: there the subfields depend on the field nodes and the type alone
+        (no @skip/@include reads a variable, no @defer), and the cached document hands out
+        the same nodes for every request, so they are collected once per document rather
+        than once per request. (graphql-core's own memo keys on the identity of the
+        field list, which each request builds anew.)"""
+        memo = self._relevant_sub_fields
+        key = (return_type, id(field_details_list))
+        cached = memo.get(key)
+        if cached is not None:
+            return cached[1]
+        if not self._may_compile or any(
+            details.defer_usage is not None or details.fragment_variable_values is not None
+            for details in field_details_list
+        ):
+            return super().collect_subfields(return_type, field_details_list)
+        store = schema_store(self.schema, _COLLECTED_ATTR)
+        nodes = tuple(details.node for details in field_details_list)
+        shared_key = (return_type.name, tuple(map(id, nodes)))
+        shared = store.get(shared_key)
+        if shared is not None and all(map(operator.is_, shared[0], nodes)):
+            collected = shared[1]
+        else:
+            collected = super().collect_subfields(return_type, field_details_list)
+            if not collected.new_defer_usages and all(
+                details.fragment_variable_values is None
+                for group in collected.grouped_field_set.values()
+                for details in group
+            ):
+                if len(store) >= 2 * _MAX_COMPILED:
+                    store.clear()
+                store[shared_key] = (nodes, collected)
+                # its compiled function, found by the set's identity (`_find_compiled`)
+                grouped = collected.grouped_field_set
+                store[id(grouped)] = (grouped, None)
+        memo[key] = (field_details_list, collected)
+        return collected
+
     def _find_compiled(
         self, parent_type: GraphQLObjectType, fields: GroupedFieldSet
     ) -> _Compiled | None:
@@ -977,17 +1023,24 @@ class FastExecutionContext(RequestExecutionContext):
         store: keyed by the AST nodes of the selection (the document cache hands out the
         same parsed document for the same query text), built the second time it is asked
         for."""
-        store: dict[Any, _Compiled] = schema_store(self.schema, _COMPILED_ATTR)
-        key = (
-            parent_type.name,
-            tuple(tuple(id(d.node) for d in details) for details in fields.values()),
-        )
-        entry = store.get(key)
-        if entry is None:
-            if len(store) >= _MAX_COMPILED:
-                store.clear()
-            store[key] = _Compiled(fields, _NOT_YET)  # seen once
-            return None
+        shared = schema_store(self.schema, _COLLECTED_ATTR)
+        known = shared.get(id(fields))
+        if known is not None and known[0] is fields and known[1] is not None:
+            entry = known[1]  # a set collected once for every request (collect_subfields)
+        else:
+            store: dict[Any, _Compiled] = schema_store(self.schema, _COMPILED_ATTR)
+            key = (
+                parent_type.name,
+                tuple(tuple(id(d.node) for d in details) for details in fields.values()),
+            )
+            entry = store.get(key)
+            if entry is None:
+                if len(store) >= _MAX_COMPILED:
+                    store.clear()
+                store[key] = _Compiled(fields, _NOT_YET)  # seen once
+                return None
+            if known is not None and known[0] is fields:
+                shared[id(fields)] = (fields, entry)
         if entry.function is _NOT_YET:
             entry.function = _Compiler(self).compile(parent_type, fields)
         entry.requests += 1

@@ -153,6 +153,9 @@ class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
             prefix=settings.redis_prefix,
         )
         self.refusals = RecentRefusals()
+        # A POST of one operation skips strawberry's generic request handling (`_serve_post`);
+        # off, every request goes through strawberry's `run` (tests compare the two).
+        self.direct_posts = True
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         """Not for a hashed GET (`?extensions=...` or a document ID), which runs."""
@@ -208,10 +211,50 @@ class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
         """With tracing on, each HTTP request runs inside one server span."""
         tracing = self.tracing
         if tracing is None or not isinstance(request, Request):
-            return await super().run(request, context, root_value)
+            return await self._serve(request, context, root_value)
         with tracing.request_span(request) as span:
             request.state.span = span
-            return await super().run(request, context, root_value)
+            return await self._serve(request, context, root_value)
+
+    async def _serve(
+        self, request: Request | WebSocket, context: Context, root_value: None
+    ) -> Response | WebSocket:
+        if (
+            self.direct_posts
+            and isinstance(request, Request)
+            and context is UNSET
+            and request.method == "POST"
+            and self._get_stream_transport_from_headers(request.headers) is None
+        ):
+            return await self._serve_post(request)
+        return await super().run(request, context, root_value)
+
+    async def _serve_post(self, request: Request) -> Response:
+        """A POST of one operation answered with one result: what strawberry's `run`
+        does for it, without what that request cannot need (the GraphiQL and stream
+        checks, content-type parsing, the result-type checks). Anything else (a batch)
+        goes on through strawberry's `run` with the same context and sub-response."""
+        sub_response = await self.get_sub_response(request)
+        # Before the body is read: the session lookup starts here (get_context)
+        context = await self.get_context(request, response=sub_response)
+        data = self.decode_json(await request.body())
+        if not isinstance(data, dict):
+            return cast("Response", await super().run(request, context))
+        request_data = transport.request_data(data)
+        result = await self.execute_single(
+            request, self.request_adapter_class(request), sub_response, context, None, request_data
+        )
+        return self.create_response(
+            response_data=await self.process_result(request, result), sub_response=sub_response
+        )
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        """One per request, also when a direct POST hands its request on to strawberry."""
+        state = request.state
+        sub_response: Response | None = getattr(state, "sub_response", None)
+        if sub_response is None:
+            sub_response = state.sub_response = await super().get_sub_response(request)
+        return sub_response
 
     async def execute_single(
         self,

@@ -21,7 +21,6 @@ import hmac
 import logging
 import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +66,7 @@ def request_id_for(scope: Scope) -> str:
     if given and len(given) <= MAX_REQUEST_ID and given.isprintable() and given.isascii():
         request_id = given
     else:
-        request_id = uuid.uuid4().hex
+        request_id = os.urandom(16).hex()  # as random as uuid4().hex, a fifth of its cost
     state["request_id"] = request_id
     return request_id
 

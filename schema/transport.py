@@ -36,6 +36,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope
 from strawberry.extensions import SchemaExtension
+from strawberry.http import GraphQLRequestData
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -278,6 +279,33 @@ def check_body(decoded: object) -> None:
         name = decoded.get("operationName")
         if name is not None and not isinstance(name, str):
             raise TransportError(400, "The operationName must be a string or null")
+
+
+def request_data(data: dict[str, Any]) -> GraphQLRequestData:
+    """A JSON body's operation, with the parameter checks (and messages) of strawberry's
+    own body parsing (`AsyncBaseHTTPView.parse_http_body`)."""
+    query = data.get("query")
+    if not isinstance(query, str | None):
+        raise HTTPException(
+            400, "The GraphQL operation's `query` must be a string or null, if provided."
+        )
+    variables = data.get("variables")
+    if not isinstance(variables, dict | None):
+        raise HTTPException(
+            400, "The GraphQL operation's `variables` must be an object or null, if provided."
+        )
+    extensions = data.get("extensions")
+    if not isinstance(extensions, dict | None):
+        raise HTTPException(
+            400, "The GraphQL operation's `extensions` must be an object or null, if provided."
+        )
+    return GraphQLRequestData(
+        query=query,
+        variables=variables,
+        operation_name=data.get("operationName"),
+        extensions=extensions,
+        protocol="http",
+    )
 
 
 # --------------------------------------------------------------------------- status

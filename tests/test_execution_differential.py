@@ -43,6 +43,7 @@ from graphql import (
     validate,
 )
 from graphql.execution import MiddlewareManager, execute
+from graphql.execution import executor as graphql_executor
 from strawberry.execution import optimized_is_awaitable
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
@@ -1033,3 +1034,75 @@ async def test_a_repeated_document_is_completed_by_compiled_selections(
         answer = json.loads(await _differential(catalog_db, counted, {"n": 2}, None))
         assert answer["data"]["products"]["totalCount"] > 2
     assert "ProductConnection" not in completed and completed["Product"] >= 2, completed
+
+
+async def test_subfields_are_collected_once_per_document(
+    catalog_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A document without directives has its subfields collected once, by its first
+    request, and shared by the later ones (`FastExecutionContext.collect_subfields`):
+    also when its variables change, and per runtime type of an abstract field. A
+    document with @skip/@include (whose subfields depend on its variables) collects them
+    in every request. Every answer is the stock executor's."""
+    collected: list[str] = []
+    collect = graphql_executor.collect_subfields
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        collected.append(args[4].name)  # the return type
+        return collect(*args, **kwargs)
+
+    monkeypatch.setattr(graphql_executor, "collect_subfields", counting)
+
+    async def fast_and_stock(document: str, variables: dict[str, Any]) -> tuple[str, int]:
+        collected.clear()
+        fast = await _run(
+            GRAPHQL_SCHEMA, FastExecutionContext, document, variables, _context(catalog_db, None)
+        )
+        collections = len(collected)
+        stock = await _run(
+            GRAPHQL_SCHEMA,
+            StrawberryGraphQLCoreExecutionContext,
+            document,
+            variables,
+            _context(catalog_db, None),
+        )
+        assert fast == stock, (document, variables)
+        return fast, collections
+
+    listing = (
+        "query CollectedOnce($n: Int!) { products(first: $n) { nodes { id name"
+        " priceRange { start { amount currency } } category { name } } } }"
+    )
+    answers = []
+    for run, n in enumerate((2, 4, 3)):
+        answer, collections = await fast_and_stock(listing, {"n": n})
+        answers.append(answer)
+        # ProductConnection, Product, ProductPriceRange, Money, Category: the first time
+        assert collections == (5 if run == 0 else 0), (run, collected)
+    assert [len(json.loads(a)["data"]["products"]["nodes"]) for a in answers] == [2, 4, 3]
+
+    # One field node, two runtime types: each collected once, each answered as its own
+    by_id = (
+        "query CollectedNode($id: ID!) { node(id: $id) { id"
+        " ... on Product { name slug } ... on Category { name children(first: 2) { nodes"
+        " { slug } } } } }"
+    )
+    product, category = gid("Product", 1), gid("Category", 1)
+    for run, node_id in enumerate((product, category, product, category)):
+        answer, collections = await fast_and_stock(by_id, {"id": node_id})
+        node = json.loads(answer)["data"]["node"]
+        assert node["id"] == node_id
+        assert ("slug" in node) == (node_id == product), node
+        # Product; then Category, its children connection and their nodes (Category)
+        assert collections == [1, 3, 0, 0][run], (run, collected)
+
+    # @include reads a variable: collected in every request, and the answers follow it
+    including = (
+        "query Including($n: Int!, $with: Boolean!) { products(first: $n) { nodes { id"
+        " name @include(if: $with) } } }"
+    )
+    for run, flag in enumerate((True, False, True, False)):
+        answer, collections = await fast_and_stock(including, {"n": 2, "with": flag})
+        nodes = json.loads(answer)["data"]["products"]["nodes"]
+        assert all(("name" in node) == flag for node in nodes), (run, nodes)
+        assert collections == 2, (run, collected)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from functools import cached_property
-
 from models.accounts import queries as q
 from models.accounts.queries import AddressRecord, UserRecord
-from models.dataloader import DataLoader
+from models.dataloader import DataLoader, cached_property
 from models.db import Database
 
 

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-from functools import cached_property
-
 from models.audit import queries as q
 from models.audit.queries import AuditRecord
-from models.dataloader import DataLoader, keyed_loader
+from models.dataloader import DataLoader, cached_property, keyed_loader
 from models.db import Database
 
 

@@ -7,7 +7,6 @@ share one.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from functools import cached_property
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -21,7 +20,7 @@ from models.catalog.queries import (
     ProductRecord,
     VariantRecord,
 )
-from models.dataloader import DataLoader
+from models.dataloader import DataLoader, cached_property
 from models.db import Database
 from models.grouping import prime_embedded
 from models.pagination import Page, Window

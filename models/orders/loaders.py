@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
-from functools import cached_property
 from typing import Any
 
 from models.accounts.queries import AddressRecord
@@ -12,7 +11,7 @@ from models.checkout import queries as cq
 from models.checkout.admin import PromoCodeRecord
 from models.checkout.pricing import PromoRecord, ShippingMethodRecord
 from models.checkout.queries import CheckoutLineRecord, CheckoutRecord
-from models.dataloader import DataLoader
+from models.dataloader import DataLoader, cached_property
 from models.db import Database
 from models.grouping import prime_embedded
 from models.orders import admin as oa

@@ -4,9 +4,7 @@
 
 from __future__ import annotations
 
-from functools import cached_property
-
-from models.dataloader import DataLoader, keyed_loader
+from models.dataloader import DataLoader, cached_property, keyed_loader
 from models.db import Database
 from models.webhooks import queries as q
 from models.webhooks.queries import DeliveryRecord, WebhookRecord
