@@ -18,7 +18,7 @@ from resolvers import ids
 from resolvers.context import Context
 from schema.accounts import Address, AddressInput, User
 from schema.catalog import Money, ProductVariant
-from schema.fields import computed, global_id, loaded, records_of
+from schema.fields import computed, enum_of, global_id, loaded, records_of
 from schema.orders import Order
 from schema.relay import Node
 
@@ -50,7 +50,7 @@ class CheckoutErrorCode(Enum):
 @strawberry.type
 class CheckoutError:
     field: str | None = strawberry.field(description="camelCase input path, or null")
-    code: CheckoutErrorCode = computed(lambda root: CheckoutErrorCode(root.code), CheckoutErrorCode)
+    code: CheckoutErrorCode = enum_of("code", CheckoutErrorCode)
     message: str
 
 

@@ -14,7 +14,7 @@ from models.orders.queries import OrderRecord, PaymentRecord
 from resolvers import orders as r
 from resolvers.context import Context
 from schema.catalog import Money, ProductVariant, SortDirection
-from schema.fields import computed, global_id, loaded, money_of, records_of
+from schema.fields import enum_of, global_id, loaded, money_of, records_of
 from schema.relay import Connection, Node
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class OrderFilter:
 class Payment(Node):
     id: strawberry.ID = global_id("Payment")
     gateway: str
-    status: PaymentStatus = computed(lambda root: PaymentStatus(root.status), PaymentStatus)
+    status: PaymentStatus = enum_of("status", PaymentStatus)
     amount: Money = money_of("amount", Money)
     refunded_amount: Money = money_of("refunded_amount", Money)
     psp_reference: str | None
@@ -117,10 +117,8 @@ class Fulfillment(Node):
 class Order(Node):
     id: strawberry.ID = global_id("Order")
     number: str
-    status: OrderStatus = computed(lambda root: OrderStatus(root.status), OrderStatus)
-    payment_status: PaymentStatus = computed(
-        lambda root: PaymentStatus(root.payment_status), PaymentStatus
-    )
+    status: OrderStatus = enum_of("status", OrderStatus)
+    payment_status: PaymentStatus = enum_of("payment_status", PaymentStatus)
     user: UserType | None = loaded(lambda c: c.accounts.user_by_id, "user_id", UserType | None)
     email: str
     lines: list[OrderLine] = loaded(lambda c: c.commerce.lines_by_order_id, "id", list[OrderLine])

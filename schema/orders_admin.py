@@ -20,7 +20,7 @@ from resolvers.context import Context
 from schema.admin import StaffError, staff_mutation
 from schema.catalog import Money
 from schema.checkout import ShippingMethod
-from schema.fields import computed, global_id, records_of
+from schema.fields import computed, enum_of, global_id, records_of
 from schema.orders import Order
 from schema.relay import Connection, Node
 
@@ -43,7 +43,7 @@ def _value(root: strawberry.Parent[PromoCodeRecord]) -> Decimal:
 class PromoCode(Node):
     id: strawberry.ID = global_id("PromoCode")
     code: str = strawberry.field(description="Upper case; checkouts match it case-insensitively.")
-    kind: PromoCodeKind = computed(lambda root: PromoCodeKind(root.kind), PromoCodeKind)
+    kind: PromoCodeKind = enum_of("kind", PromoCodeKind)
     value: Decimal = computed(
         _value, Decimal, description='PERCENTAGE: percent ("12.5"); FIXED: an amount.'
     )

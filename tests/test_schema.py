@@ -96,3 +96,18 @@ def test_schema_keeps_the_contract_names_and_shapes() -> None:
 
 def test_exported_schema_parses() -> None:
     parse((ROOT / "schema.graphql").read_text())
+
+
+def test_enum_fields_answer_members_and_refuse_other_values() -> None:
+    """`enum_of` reads the member from the enum's value map; a stored value that is no
+    member raises as calling the enum does (the field then errors, masked)."""
+    from types import SimpleNamespace
+
+    from schema.fields import enum_of
+    from schema.orders import OrderStatus
+
+    resolve = enum_of("status", OrderStatus).base_resolver.wrapped_func
+    for member in OrderStatus:
+        assert resolve(SimpleNamespace(status=member.value)) is member
+    with pytest.raises(ValueError, match="LOST"):
+        resolve(SimpleNamespace(status="LOST"))
