@@ -18,7 +18,11 @@ from schema.catalog import CatalogQuery, Category, Collection, Product, ProductV
 from schema.catalog_admin import CatalogAdminMutation
 from schema.checkout import Checkout, CheckoutMutation, CheckoutQuery, ShippingMethod
 from schema.document_cache import DocumentCache, DocumentStore
-from schema.execution import FastExecutionContext, RequestExecutionContext
+from schema.execution import (
+    FastExecutionContext,
+    RequestExecutionContext,
+    install_direct_resolvers,
+)
 from schema.limits import QueryLimitsExtension, validation_rules
 from schema.node import NodeQuery
 from schema.orders import Fulfillment, Order, OrderQuery, Payment
@@ -134,6 +138,8 @@ def build_schema(
         extensions=[DocumentCache.factory(store), QueryLimitsExtension.factory(limits, rules)],
     )
     schema.prepared = PreparedOperations(store, rules, limits, schema.extensions)
+    if fast_execution:
+        install_direct_resolvers(schema._schema, schema.config.info_class)
     return schema
 
 

@@ -61,6 +61,7 @@ from types import CoroutineType, GeneratorType
 from typing import Any, TypeGuard, cast
 from uuid import UUID
 
+import strawberry
 from graphql import (
     ExecutionResult,
     GraphQLBoolean,
@@ -84,6 +85,7 @@ from graphql.execution.collect_fields import CollectedFields, FieldDetailsList, 
 from graphql.pyutils import AwaitableOrValue, Path, Undefined, gather_with_cancel
 from graphql.type.introspection import TypeNameMetaFieldDef
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types.base import StrawberryMaybe, StrawberryOptional
 from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
 
@@ -443,6 +445,91 @@ def _classify(field_def: GraphQLField) -> _Kind:
         kwarg_names=tuple(names),
         leaf=leaf,
     )
+
+
+_ASYNC_RESOLVER = "GraphQLCoreConverter.from_resolver.<locals>._async_resolver"
+# Argument types strawberry hands to a resolver as graphql-core coerced them
+# (`convert_argument` answers a leaf's value itself; StrawberryMaybe wraps it in Some)
+_PLAIN_ARGUMENT_TYPES: tuple[Any, ...] = (str, int, float, bool, strawberry.ID)
+
+
+def _plain_argument(argument: Any) -> bool:
+    type_ = argument.type
+    if isinstance(type_, StrawberryMaybe):
+        return False
+    if isinstance(type_, StrawberryOptional):
+        type_ = type_.of_type
+    return any(type_ is plain for plain in _PLAIN_ARGUMENT_TYPES)
+
+
+def _direct_resolver(field_def: GraphQLField, info_class: type) -> Any | None:
+    """A resolver calling the field's own function as strawberry's wrapper would, for a
+    field whose arguments strawberry passes on unconverted (built-in scalars), with no
+    field extensions, no exception handlers and no field subclass: it skips the wrapper's
+    argument conversion, extension chain and extra coroutine (what is left is what
+    strawberry's `get_arguments` and `StrawberryField.get_result` do). None when the field
+    is not such a field, or is inlined anyway (`_classify`)."""
+    resolve = field_def.resolve
+    qualname = getattr(resolve, "__qualname__", "")
+    if qualname not in (_SYNC_RESOLVER, _ASYNC_RESOLVER) or field_def.subscribe is not None:
+        return None
+    if _classify(field_def) is not _SLOW_KIND:
+        return None
+    cells = _closure(resolve)
+    chain = _closure(cells.get("_get_result_with_extensions"))
+    field = chain.get("field")
+    if (
+        chain.get("extension_functions") != []
+        or cells.get("field_exception_handlers") != ()
+        or not isinstance(field, StrawberryField)
+        or type(field).get_result is not StrawberryField.get_result
+        or field.extensions
+        or field.is_async != (qualname == _ASYNC_RESOLVER)
+    ):
+        return None
+    base = field.base_resolver
+    if base is None or type(base).__call__ is not StrawberryResolver.__call__:
+        return None
+    func = base.wrapped_func
+    names: dict[str, str] = {}  # GraphQL argument name -> the function's parameter
+    for name, argument in field_def.args.items():
+        definition = argument.extensions.get("strawberry-definition")
+        if definition is None or not _plain_argument(definition) or not definition.python_name:
+            return None
+        names[name] = definition.python_name
+    if len(names) != len(field.arguments) or not callable(func):
+        return None
+    pass_self = base.self_parameter is not None
+    sources = tuple(
+        parameter.name for parameter in (base.parent_parameter, base.root_parameter) if parameter
+    )
+    info_name = base.info_parameter.name if base.info_parameter is not None else None
+
+    def direct(source: Any, info: Any, **arguments: Any) -> Any:
+        kwargs = {names[name]: value for name, value in arguments.items()}
+        for name in sources:
+            kwargs[name] = source
+        if info_name is not None:
+            kwargs[info_name] = info_class(_raw_info=info, _field=field)
+        return func(source, **kwargs) if pass_self else func(**kwargs)
+
+    direct._is_default = False  # type: ignore[attr-defined]  # as strawberry marks its own
+    return direct
+
+
+def install_direct_resolvers(schema: GraphQLSchema, info_class: type) -> int:
+    """Replace strawberry's resolver wrapper by `_direct_resolver` wherever it applies; how
+    many fields it replaced."""
+    replaced = 0
+    for type_ in schema.type_map.values():
+        if type(type_) is not GraphQLObjectType or type_.name.startswith("__"):
+            continue
+        for field_def in type_.fields.values():
+            direct = _direct_resolver(field_def, info_class)
+            if direct is not None:
+                field_def.resolve = direct
+                replaced += 1
+    return replaced
 
 
 # Field classifications, kept on the schema they belong to (GraphQLField is unhashable:

@@ -3,6 +3,9 @@ bench/harness.py times the systems it compares in alternating rounds."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import httpx
 import pytest
 
@@ -88,3 +91,130 @@ async def test_systems_are_timed_in_alternating_rounds(monkeypatch: pytest.Monke
     assert [by_system[name].low.n for name in "abc"] == [3, 3, 3]
     assert by_system["b"].low.median == pytest.approx(2.0, abs=0.01)
     assert by_system["c"].high.seconds == 6.0 and by_system["c"].high.rps == 0.5
+
+
+# --------------------------------------------------------------------------- raw client
+
+
+class _Server:
+    """A local HTTP/1.1 server answering with `answers` in turn (the bytes to write, or
+    None: close the connection without answering); records what it received."""
+
+    def __init__(self, answers: list[bytes | None], *, repeat_last: bool = True) -> None:
+        self.answers = answers
+        self.repeat_last = repeat_last
+        self.received: list[bytes] = []
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    def _next(self) -> bytes | None:
+        if len(self.answers) > 1 or not self.repeat_last:
+            return self.answers.pop(0)
+        return self.answers[0]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                self.received.append(head + await reader.readexactly(length))
+                answer = self._next()
+                if answer is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *exc: Any) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+OK = b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\nContent-Type: application/json\r\n\r\n{"data":{}}'
+CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b'4\r\n{"da\r\n7;ext=1\r\nta":{}}\r\n0\r\n\r\n'
+)
+
+
+async def test_the_raw_client_reads_sized_and_chunked_answers_on_one_connection() -> None:
+    server = _Server([OK, CHUNKED, OK])
+    async with server as base_url:
+        connection = load.Connection(base_url)
+        request = load.Request("POST", "/graphql", b'{"query":"{ a }"}', {"x-test": "1"})
+        raw = load.request_bytes(base_url, request)
+        answers = [await connection.send(raw) for _ in range(3)]
+        await connection.close()
+    assert [a.content for a in answers] == [b'{"data":{}}'] * 3
+    assert all(load.ok_json(a) is None for a in answers)
+    assert server.connections == 1  # kept alive
+    first = server.received[0]
+    assert first.startswith(b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"\r\nx-test: 1\r\n" in first and b"\r\nContent-Length: 17\r\n" in first
+    assert first.endswith(b'\r\n\r\n{"query":"{ a }"}')
+
+
+async def test_the_raw_client_retries_a_closed_connection_once() -> None:
+    # The server lets the kept-alive connection go after one answer: sent again, answered
+    server = _Server([OK, None, OK], repeat_last=False)
+    async with server as base_url:
+        connection = load.Connection(base_url)
+        raw = load.request_bytes(base_url, load.Request("GET", "/graphql"))
+        assert (await connection.send(raw)).status_code == 200
+        assert (await connection.send(raw)).status_code == 200
+        await connection.close()
+    assert server.connections == 2 and len(server.received) == 3
+
+    # A server that never answers stops the run
+    async with _Server([None]) as base_url:
+        connection = load.Connection(base_url)
+        with pytest.raises(load.LoadError, match="closed twice"):
+            await connection.send(load.request_bytes(base_url, load.Request("GET", "/")))
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (b"HTTP/1.1 500 Oops\r\nContent-Length: 2\r\n\r\nno", "HTTP 500: no"),
+        (b'HTTP/1.1 200 OK\r\nContent-Length: 24\r\n\r\n{"errors":[{"m":"bad"}]}', "errors in"),
+        (b"HTTP/1.1 200 OK\r\n\r\n{}", "neither Content-Length nor chunks"),
+        (b"SMTP ready\r\n\r\n", "malformed"),
+    ],
+)
+async def test_a_failing_answer_stops_a_timed_run(answer: bytes, message: str) -> None:
+    async with _Server([answer]) as base_url:
+        with pytest.raises(load.LoadError, match=message):
+            await load.run(
+                base_url, load.Request("GET", "/graphql"), concurrency=2, duration=0.2, warmup=0
+            )
+
+
+async def test_a_timed_run_and_a_counted_run_measure_every_answer() -> None:
+    server = _Server([OK])
+    async with server as base_url:
+        timed = await load.run(
+            base_url, load.Request("GET", "/a"), concurrency=4, duration=0.3, warmup=0.1
+        )
+        sent = await load.run_count(
+            base_url,
+            [load.Request("GET", "/b"), load.Request("GET", "/c")],
+            count=50,
+            concurrency=3,
+        )
+    assert timed.n > 10 and all(latency > 0 for latency in timed.latencies_ms)
+    assert timed.concurrency == 4 and 0.3 <= timed.seconds < 1.0
+    assert sent == 50
+    paths = [received.split(b" ")[1] for received in server.received]
+    assert paths.count(b"/b") == 25 and paths.count(b"/c") == 25
+    assert server.connections == 4 + 3

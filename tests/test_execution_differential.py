@@ -67,6 +67,9 @@ from schema.fields import loaded, records_of
 TESTS = Path(__file__).parent
 SCHEMA = build_schema()
 GRAPHQL_SCHEMA: GraphQLSchema = SCHEMA._schema
+# The stock side: strawberry's resolvers as strawberry builds them (the app's schema calls
+# some resolvers directly, schema.execution.install_direct_resolvers)
+STOCK_SCHEMA: GraphQLSchema = build_schema(fast_execution=False)._schema
 STAFF = UserRecord(
     id=987654,
     email="staff@example.com",
@@ -145,7 +148,7 @@ async def _differential(
 ) -> str:
     """Both executors' answers must be equal; returns the answer."""
     stock = await _run(
-        GRAPHQL_SCHEMA,
+        STOCK_SCHEMA,
         StrawberryGraphQLCoreExecutionContext,
         document,
         variables,
@@ -1060,7 +1063,7 @@ async def test_subfields_are_collected_once_per_document(
         )
         collections = len(collected)
         stock = await _run(
-            GRAPHQL_SCHEMA,
+            STOCK_SCHEMA,
             StrawberryGraphQLCoreExecutionContext,
             document,
             variables,
@@ -1106,3 +1109,65 @@ async def test_subfields_are_collected_once_per_document(
         nodes = json.loads(answer)["data"]["products"]["nodes"]
         assert all(("name" in node) == flag for node in nodes), (run, nodes)
         assert collections == 2, (run, collected)
+
+
+HOSTILE = "'; DROP TABLE products; --\u202e<script>" + "é" * 3_000
+
+
+@pytest.mark.parametrize("viewer", [None, STAFF], ids=["anonymous", "staff"])
+async def test_fields_with_plain_arguments_call_their_resolvers_directly(
+    catalog_db: Database, viewer: UserRecord | None
+) -> None:
+    """Fields whose arguments are built-in scalars (and that have no field extension) call
+    their function without strawberry's wrapper (`install_direct_resolvers`); fields with
+    input objects or enums keep it. Good, wrong and hostile arguments answer as through
+    strawberry's wrapper (the stock schema), errors included."""
+    query = GRAPHQL_SCHEMA.query_type
+    mutation = GRAPHQL_SCHEMA.mutation_type
+    assert query is not None and mutation is not None
+    direct = {
+        name
+        for type_ in (query, mutation)
+        for name, field in type_.fields.items()
+        if field.resolve is not None and field.resolve.__qualname__.endswith(".direct")
+    }
+    assert {"product", "node", "category", "me", "tokenCreate"} <= direct, direct
+    assert not {"products", "checkoutCreate", "productCreate"} & direct, direct
+    assert STOCK_SCHEMA.query_type is not None
+    assert not any(
+        field.resolve is not None and field.resolve.__qualname__.endswith(".direct")
+        for field in STOCK_SCHEMA.query_type.fields.values()
+    )
+
+    by_id = "query($id: ID!) { product(id: $id) { name slug } }"
+    by_slug = "query($slug: String) { product(slug: $slug) { name } }"
+    node = "query($id: ID!) { node(id: $id) { id ... on Category { name } } }"
+    both = 'query { product(id: "UHJvZHVjdDox", slug: "x") { name } }'
+    category = (
+        "query($slug: String!, $n: Int) { category(slug: $slug) { name"
+        " children(first: $n) { nodes { slug } } } }"
+    )
+    me = "query($n: Int, $after: String) { me { email orders(first: $n, after: $after) { nodes { number } } } }"
+    cases: list[tuple[str, dict[str, Any]]] = [
+        (by_id, {"id": gid("Product", 1)}),
+        (by_id, {"id": gid("Category", 1)}),
+        (by_id, {"id": "not-an-id"}),
+        (by_id, {"id": HOSTILE}),
+        (by_slug, {"slug": None}),
+        (by_slug, {"slug": HOSTILE}),
+        (by_slug, {"slug": 12}),  # a variable of the wrong type
+        (node, {"id": gid("Category", 1)}),
+        (node, {"id": gid("Nope", 1)}),
+        (both, {}),
+        (category, {"slug": "apparel", "n": 2}),
+        (category, {"slug": "apparel", "n": -1}),
+        (category, {"slug": "apparel", "n": 2**31}),
+        (category, {"slug": HOSTILE, "n": 1}),
+        (me, {"n": 2, "after": None}),
+        (me, {"n": 2, "after": HOSTILE}),
+    ]
+    answers = [
+        await _differential(catalog_db, text, variables, viewer) for text, variables in cases
+    ]
+    assert json.loads(answers[0])["data"]["product"]["name"]
+    assert all(json.loads(a)["errors"] for a in (answers[2], answers[6], answers[9], answers[11]))
