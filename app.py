@@ -19,6 +19,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from models import redis_backend, telemetry
 from models.accounts.passwords import Passwords
@@ -45,6 +46,24 @@ from schema.observability import (
 )
 
 logger = logging.getLogger("shopql")
+
+
+class ShopApp(Starlette):
+    """Starlette, with HTTP requests to /graphql handed straight to the GraphQL app inside
+    the same middleware (`graphql_http`): past Starlette's error and exception middleware
+    and its router, which that app has no use for (it answers every method, refusal and
+    failure itself). WebSockets, other paths and a mounted app (a root_path) go the usual
+    way."""
+
+    graphql_http: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        graphql_http = self.graphql_http
+        if graphql_http is not None and scope["type"] == "http" and scope["path"] == "/graphql":
+            scope["app"] = self
+            await graphql_http(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -136,7 +155,7 @@ def create_app(
     operations: list[BaseRoute] = []
     if metrics is not None:
         operations.append(Route("/metrics", metrics_endpoint(metrics, settings.metrics_token)))
-    app = Starlette(
+    app = ShopApp(
         debug=False,
         routes=[
             Route("/graphql", graphql),  # every method: GraphQLApp answers 405 itself, in JSON
@@ -150,6 +169,9 @@ def create_app(
         middleware=middleware,
         lifespan=lifespan,
     )
+    app.graphql_http = graphql
+    for entry in reversed(middleware):  # as Starlette wraps its router
+        app.graphql_http = entry.cls(app.graphql_http, *entry.args, **entry.kwargs)
     app.state.db = database
     app.state.settings = settings
     app.state.services = services
@@ -506,6 +528,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             access_log=not settings.access_log,  # ours (shopql.access) replaces uvicorn's
             proxy_headers=True,
             forwarded_allow_ips=args.forwarded_allow_ips,
+            http="schema.server:HttpProtocol",  # headers and body in one write
             timeout_graceful_shutdown=max(1, args.timeout_graceful_shutdown),
         )
     finally:

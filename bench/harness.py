@@ -157,6 +157,8 @@ def start(
 def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
     command = [sys.executable, "-m", "uvicorn", app, "--factory"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    # what `shopql serve` runs: each answer's headers and body in one write (schema/server.py)
+    command += ["--http", "schema.server:HttpProtocol"]
     command += ["--log-level", "warning"]
     if workers > 1:
         command += ["--workers", str(workers)]

@@ -224,7 +224,10 @@ class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
             and isinstance(request, Request)
             and context is UNSET
             and request.method == "POST"
-            and self._get_stream_transport_from_headers(request.headers) is None
+            and not (  # no HTTP stream transport is configured (subscriptions: WebSocket)
+                self._stream_transport_map
+                and self._get_stream_transport_from_headers(request.headers) is not None
+            )
         ):
             return await self._serve_post(request)
         return await super().run(request, context, root_value)
@@ -253,7 +256,14 @@ class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
         state = request.state
         sub_response: Response | None = getattr(state, "sub_response", None)
         if sub_response is None:
-            sub_response = state.sub_response = await super().get_sub_response(request)
+            # strawberry's: an empty Response with no status and no headers (built
+            # without rendering a content-length only to delete it)
+            sub_response = Response.__new__(Response)
+            sub_response.status_code = None  # type: ignore[assignment]
+            sub_response.background = None
+            sub_response.body = b""
+            sub_response.raw_headers = []
+            state.sub_response = sub_response
         return sub_response
 
     async def execute_single(
@@ -353,16 +363,17 @@ class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
             services=self.services,
             request=request,
             response=response,
-            client_ip=request.client.host if request.client else "unknown",
+            client_ip=client.host if (client := request.client) else "unknown",
         )
         context.sql = track_sql()
         if self.tracing is not None:
             context.sql.tracer = self.tracing.sql
-        request.state.shopql = context
-        request.state.request_id = request_id_of(request)
-        request.state.started = time.perf_counter()
+        state = request.state
+        state.shopql = context
+        state.request_id = request_id = request_id_of(request)
+        state.started = time.perf_counter()
         if isinstance(response, Response):
-            response.headers["x-request-id"] = request.state.request_id
+            response.headers["x-request-id"] = request_id
             # The token's session lookup starts now and is awaited just before the
             # operation (`_execute`), so the request's body is read and checked while
             # the database answers. Inline up to its first wait: the query is sent here.
@@ -376,13 +387,14 @@ class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
     async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
-        request_id = getattr(request.state, "request_id", "") or request_id_of(request)
+        state = request.state
+        request_id = getattr(state, "request_id", "") or request_id_of(request)
         # A request error (nothing ran) has no `data` under application/graphql-response+json;
         # application/json keeps `data: null` for older clients (schema.transport).
-        request.state.request_error = transport.is_request_error(result)
+        state.request_error = transport.is_request_error(result)
         data: GraphQLHTTPResponse = {}
-        if not request.state.request_error or (
-            getattr(request.state, "media_type", transport.JSON) == transport.JSON
+        if not state.request_error or (
+            getattr(state, "media_type", transport.JSON) == transport.JSON
         ):
             data["data"] = result.data
         if result.errors:
@@ -392,18 +404,18 @@ class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
             errors = [format_error(err, request_id) for err in reported]
             data["errors"] = cast("list[object]", errors)
             codes = sorted({str(e["extensions"].get("code")) for e in errors})
-            request.state.error_codes = codes
+            state.error_codes = codes
             if "INTERNAL_SERVER_ERROR" in codes:
-                request.state.outcome = "internal_error"
-                span = getattr(request.state, "span", None)
+                state.outcome = "internal_error"
+                span = getattr(state, "span", None)
                 if span is not None and self.tracing is not None:
                     self.tracing.failed(span, "INTERNAL_SERVER_ERROR")
             else:
-                request.state.outcome = "errors"
+                state.outcome = "errors"
         else:
-            request.state.outcome = "ok"
+            state.outcome = "ok"
         extensions = dict(result.extensions or {})
-        context = getattr(request.state, "shopql", None)
+        context = getattr(state, "shopql", None)
         if self.settings.debug and context is not None:
             extensions["sql"] = {
                 "count": context.sql.count,

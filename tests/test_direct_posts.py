@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 from conftest import make_client
+from starlette.routing import Router
 from strawberry.http.async_base_view import AsyncBaseHTTPView
 
 from models.db import Database
@@ -172,3 +173,35 @@ async def test_a_post_of_one_operation_skips_strawberrys_run(
     assert (await direct.post("/graphql", content=batch, headers=JSON)).status_code == 400
     assert (await direct.get("/graphql", params={"query": LISTING})).status_code == 200
     assert runs == ["POST", "GET"]
+
+
+async def test_graphql_requests_skip_starlettes_router_but_not_the_middleware(
+    catalog_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP requests to /graphql reach the GraphQL app past Starlette's router (app.ShopApp),
+    inside the same middleware (CORS here); other paths go through the router."""
+    routed: list[str] = []
+    route = Router.__call__
+
+    async def counting(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        routed.append(scope["path"])
+        await route(self, scope, receive, send)
+
+    monkeypatch.setattr(Router, "__call__", counting)
+    shop = "https://shop.example"
+    async with make_client(catalog_db, cors_origins=(shop,)) as client:
+        one = body(query=LISTING, variables={"n": 1})
+        answered = await client.post("/graphql", content=one, headers={**JSON, "origin": shop})
+        assert answered.status_code == 200
+        assert answered.headers["access-control-allow-origin"] == shop
+        preflight = await client.options(
+            "/graphql",
+            headers={"origin": shop, "access-control-request-method": "POST"},
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == shop
+        refused = await client.put("/graphql", content=one, headers=JSON)
+        assert refused.status_code == 405 and refused.json()["errors"]
+        assert routed == []
+        assert (await client.get("/healthz")).status_code == 200
+        assert routed == ["/healthz"]
