@@ -219,6 +219,7 @@ class GraphQLApp(WebSocketSupport, GraphQL[Context, None]):
     async def _serve(
         self, request: Request | WebSocket, context: Context, root_value: None
     ) -> Response | WebSocket:
+        """A POST of one operation by `_serve_post`; everything else by strawberry."""
         if (
             self.direct_posts
             and isinstance(request, Request)

@@ -33,13 +33,15 @@ _END_OF_HEADERS = b"\r\n\r\n"
 
 
 class OneWriteTransport:
-    """A response's transport that holds its header block until the next write."""
+    """A response's transport that holds its header block (the response's first write
+    but an interim answer) until the next write."""
 
-    __slots__ = ("_held", "_transport")
+    __slots__ = ("_held", "_started", "_transport")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
         self._held: bytes | None = None
+        self._started = False  # the header block was written (or held)
 
     def write(self, data: bytes) -> None:
         held = self._held
@@ -47,10 +49,12 @@ class OneWriteTransport:
             self._held = None
             self._transport.write(held + data)
         elif (
-            data.startswith(_STATUS_LINE)
+            not self._started
+            and data.startswith(_STATUS_LINE)
             and data.endswith(_END_OF_HEADERS)
             and not data.startswith(_INTERIM)
         ):
+            self._started = True
             self._held = data
         else:
             self._transport.write(data)
