@@ -366,53 +366,69 @@ _BASIC_RESOLVER = "GraphQLCoreConverter.from_resolver.<locals>._get_basic_result
 _SYNC_RESOLVER = "GraphQLCoreConverter.from_resolver.<locals>._resolver"
 
 
+def _plain_field(field: Any) -> TypeGuard[StrawberryField]:
+    """A StrawberryField whose result is its resolver's (no get_result override, no field
+    extensions)."""
+    return (
+        isinstance(field, StrawberryField)
+        and type(field).get_result is StrawberryField.get_result
+        and not field.extensions
+    )
+
+
+def _wrapped_field(resolve: Any) -> StrawberryField | None:
+    """The field behind strawberry's resolver wrapper (`_resolver` / `_async_resolver`)
+    when nothing stands between the wrapper and the field's function: no extension
+    chain, no exception handlers, a plain field and a plain StrawberryResolver. The
+    wrapper then does Info, get_arguments() and field.get_result -> base_resolver(...)."""
+    cells = _closure(resolve)
+    # _get_result_with_extensions (extension_resolver) holds the field and its chain
+    chain = _closure(cells.get("_get_result_with_extensions"))
+    field = chain.get("field")
+    if (
+        chain.get("extension_functions") != []
+        or cells.get("field_exception_handlers") != ()
+        or not _plain_field(field)
+    ):
+        return None
+    base = field.base_resolver
+    if (
+        base is None
+        or type(base).__call__ is not StrawberryResolver.__call__
+        or not callable(base.wrapped_func)
+    ):
+        return None
+    return field
+
+
 def _classify(field_def: GraphQLField) -> _Kind:
     """What strawberry's resolver for this field does, when it is simple enough to inline."""
     resolve = field_def.resolve
     if resolve is None or field_def.args or field_def.subscribe is not None:
         return _SLOW_KIND
     qualname = getattr(resolve, "__qualname__", "")
-    if qualname not in (_BASIC_RESOLVER, _SYNC_RESOLVER):
-        return _SLOW_KIND
-    cells = _closure(resolve)
-    chain: dict[str, Any] = {}
-    if qualname == _SYNC_RESOLVER:
-        # _resolver -> _get_result_with_extensions (extension_resolver), which holds the
-        # field and its extension resolvers
-        chain = _closure(cells.get("_get_result_with_extensions"))
-        if chain.get("extension_functions") != []:
-            return _SLOW_KIND
-    field = cells.get("field", chain.get("field"))
-    if (
-        not isinstance(field, StrawberryField)
-        or type(field).get_result is not StrawberryField.get_result
-        or field.extensions
-    ):
-        return _SLOW_KIND
     leaf = _leaf_of(field_def.type)
     if qualname == _BASIC_RESOLVER:
         # field.get_result(source, info=None, args=[], kwargs={}):
         # field.default_resolver(source, field.python_name)
-        if field.base_resolver is not None:
+        field = _closure(resolve).get("field")
+        if not _plain_field(field) or field.base_resolver is not None:
             return _SLOW_KIND
         if field.default_resolver is getattr:
             return _Kind(_ATTR, attr=field.python_name, leaf=leaf)
         return _Kind(
             _DEFAULT_RESOLVER, attr=field.python_name, func=field.default_resolver, leaf=leaf
         )
-    # _resolver: Info, get_arguments() (no arguments: only the parent object), no
-    # extension chain, no exception handlers, then field.get_result -> base_resolver(...)
-    base = field.base_resolver
-    if (
-        cells.get("field_exception_handlers") != ()
-        or base is None
-        or type(base).__call__ is not StrawberryResolver.__call__
-        or field.is_async
-        or field.arguments
-        or not callable(base.wrapped_func)
-    ):
+    if qualname != _SYNC_RESOLVER:
         return _SLOW_KIND
-    loaded = getattr(base.wrapped_func, _LOADED_ATTR, None)
+    # _resolver with no arguments: get_arguments() passes only the parent object
+    wrapped = _wrapped_field(resolve)
+    if wrapped is None or wrapped.is_async or wrapped.arguments:
+        return _SLOW_KIND
+    base = wrapped.base_resolver
+    assert base is not None
+    func = cast("Callable[..., Any]", base.wrapped_func)  # callable (_wrapped_field)
+    loaded = getattr(func, _LOADED_ATTR, None)
     if loaded is not None:
         return _Kind(_LOADER, attr=loaded[1], func=loaded[0], leaf=leaf)
     if base.info_parameter is not None:
@@ -422,7 +438,6 @@ def _classify(field_def: GraphQLField) -> _Kind:
         names[base.parent_parameter.name] = None
     if base.root_parameter is not None:
         names[base.root_parameter.name] = None
-    func = base.wrapped_func
     try:
         parameters = list(inspect.signature(func, follow_wrapped=False).parameters.values())
     except (TypeError, ValueError):
@@ -440,7 +455,7 @@ def _classify(field_def: GraphQLField) -> _Kind:
         return _Kind(_CALL1, func=func, leaf=leaf)
     return _Kind(
         _CALL,
-        func=base.wrapped_func,
+        func=func,
         pass_self=base.self_parameter is not None,
         kwarg_names=tuple(names),
         leaf=leaf,
@@ -475,29 +490,19 @@ def _direct_resolver(field_def: GraphQLField, info_class: type) -> Any | None:
         return None
     if _classify(field_def) is not _SLOW_KIND:
         return None
-    cells = _closure(resolve)
-    chain = _closure(cells.get("_get_result_with_extensions"))
-    field = chain.get("field")
-    if (
-        chain.get("extension_functions") != []
-        or cells.get("field_exception_handlers") != ()
-        or not isinstance(field, StrawberryField)
-        or type(field).get_result is not StrawberryField.get_result
-        or field.extensions
-        or field.is_async != (qualname == _ASYNC_RESOLVER)
-    ):
+    field = _wrapped_field(resolve)
+    if field is None or field.is_async != (qualname == _ASYNC_RESOLVER):
         return None
     base = field.base_resolver
-    if base is None or type(base).__call__ is not StrawberryResolver.__call__:
-        return None
-    func = base.wrapped_func
+    assert base is not None
+    func = cast("Callable[..., Any]", base.wrapped_func)  # callable (_wrapped_field)
     names: dict[str, str] = {}  # GraphQL argument name -> the function's parameter
     for name, argument in field_def.args.items():
         definition = argument.extensions.get("strawberry-definition")
         if definition is None or not _plain_argument(definition) or not definition.python_name:
             return None
         names[name] = definition.python_name
-    if len(names) != len(field.arguments) or not callable(func):
+    if len(names) != len(field.arguments):
         return None
     pass_self = base.self_parameter is not None
     sources = tuple(
